@@ -1,0 +1,7 @@
+"""`python -m havip`."""
+
+import sys
+
+from havip.cli import main
+
+sys.exit(main())

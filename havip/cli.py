@@ -1,0 +1,220 @@
+"""The `havip` command line. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from havip import __version__
+from havip.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = Path("/etc/havip/havip.toml")
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="havip", description="Keep a virtual IP alive on one of two servers."
+    )
+    p.add_argument("--version", action="version", version=f"havip {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = sub.add_parser("check-config", help="validate a config file and the files it names")
+    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
+    status = sub.add_parser("status", help="ask the running daemon how it stands")
+    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    pki = sub.add_parser("pki", help="mint and inspect the private CA and node certificates")
+    psub = pki.add_subparsers(dest="pki_command", required=True, metavar="PKI_COMMAND")
+    init = psub.add_parser("init", help="create a CA and one certificate per node")
+    init.add_argument("--dir", type=Path, default=Path("pki"), help="output folder (default: pki)")
+    init.add_argument(
+        "--node",
+        action="append",
+        required=True,
+        metavar="NAME[=ADDRESS]",
+        help="a node, e.g. n1=198.18.0.1 (repeat for each node)",
+    )
+    init.add_argument("--days", type=int, default=365, help="node certificate validity")
+    init.add_argument("--ca-days", type=int, default=3650, help="CA certificate validity")
+    init.add_argument("--force", action="store_true", help="overwrite existing keys")
+    issue = psub.add_parser("issue", help="add or renew one node's certificate from the CA")
+    issue.add_argument("node", metavar="NAME[=ADDRESS]")
+    issue.add_argument("--dir", type=Path, default=Path("pki"))
+    issue.add_argument("--days", type=int, default=365)
+    issue.add_argument("--force", action="store_true", help="replace an existing key")
+    show = psub.add_parser("show", help="subject, names, fingerprints and expiry of each cert")
+    show.add_argument("--dir", type=Path, default=Path("pki"))
+
+    demo = sub.add_parser("demo", help="two nodes, a real failover, in network namespaces")
+    demo.add_argument(
+        "--fast", action="store_true", help="use the fast timing profile (default: default)"
+    )
+    demo.add_argument(
+        "--loopback",
+        action="store_true",
+        help="force the non-root loopback demo with the dry-run backend",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.config, args.log_level)
+        if args.command == "check-config":
+            return _check_config(args.config)
+        if args.command == "status":
+            return _status(args.config, args.json)
+        if args.command == "pki":
+            return _pki(args)
+        if args.command == "demo":
+            from havip.demo import run_demo
+
+            return run_demo(fast=args.fast, loopback=args.loopback)
+    except KeyboardInterrupt:
+        return EXIT_RUNTIME
+    return EXIT_CONFIG
+
+
+def _err(text: str) -> None:
+    print(f"havip: {text}", file=sys.stderr)
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            _err(line)
+        return None
+
+
+def _run(path: Path, log_level: str) -> int:
+    import ssl
+
+    from havip.backend import make_backend
+    from havip.daemon import Daemon
+    from havip.logs import event, setup_logging
+
+    cfg = _load(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    setup_logging(cfg.node, log_level)
+
+    async def _main() -> int:
+        daemon = Daemon(cfg, make_backend(cfg))
+        return await daemon.run()
+
+    try:
+        return asyncio.run(_main())
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        event("fatal", str(exc), level=40)
+        _err(str(exc))
+        return EXIT_RUNTIME
+
+
+def _check_config(path: Path) -> int:
+    from havip.config import check_environment
+
+    cfg = _load(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    problems = check_environment(cfg)
+    for line in problems:
+        _err(line)
+    if problems:
+        return EXIT_CONFIG
+    role = "primary" if cfg.is_primary else "standby"
+    vips = ", ".join(f"{v} on {v.interface}" for v in cfg.vips)
+    print(f"{path}: ok: node {cfg.node} ({role}), peer {cfg.peer_name}, VIP {vips}")
+    return EXIT_OK
+
+
+def _status(path: Path, as_json: bool) -> int:
+    from havip.httpd import fetch_status
+
+    cfg = _load(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    if cfg.metrics_listen is None:
+        _err(f"{path}: metrics.listen is off, so there is no status endpoint to ask")
+        return EXIT_CONFIG
+    host, port = cfg.metrics_listen
+    if host == "0.0.0.0":
+        host = "127.0.0.1"
+    try:
+        st = fetch_status(host, port)
+    except (OSError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_RUNTIME
+    if as_json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(format_status(st))
+    return EXIT_OK
+
+
+def format_status(st: dict[str, object]) -> str:
+    """Human lines for `havip status`."""
+    since = st.get("since")
+    when = (
+        datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+        if isinstance(since, int | float)
+        else "?"
+    )
+    lines = [
+        f"node     {st.get('node')} ({st.get('role')}), havip {st.get('version')}",
+        f"state    {st.get('state')} since {when} ({st.get('reason')}), epoch {st.get('epoch')}",
+    ]
+    vips = st.get("vips")
+    if isinstance(vips, list):
+        for vip in vips:
+            if isinstance(vip, dict):
+                held = "held here" if vip.get("present") else "not here"
+                lines.append(f"vip      {vip.get('address')} on {vip.get('interface')}: {held}")
+    if st.get("peer_connected"):
+        rtt = st.get("rtt_seconds")
+        rtt_text = f", rtt {rtt * 1000:.2f} ms" if isinstance(rtt, float) else ""
+        owns = "holds the VIP" if st.get("peer_owns_vip") else "does not hold the VIP"
+        lines.append(f"peer     {st.get('peer')}: {st.get('peer_state')}, {owns}{rtt_text}")
+    else:
+        lines.append(f"peer     {st.get('peer')}: not connected")
+    return "\n".join(lines)
+
+
+def _pki(args: argparse.Namespace) -> int:
+    from havip import pki
+
+    try:
+        if args.pki_command == "init":
+            nodes = [pki.parse_node_spec(text) for text in args.node]
+            written = pki.init_pki(
+                args.dir, nodes, days=args.days, ca_days=args.ca_days, force=args.force
+            )
+        elif args.pki_command == "issue":
+            node = pki.parse_node_spec(args.node)
+            written = pki.issue_node(args.dir, node, days=args.days, force=args.force)
+        else:
+            for info in pki.show(args.dir):
+                print(pki.format_info(info))
+                print()
+            return EXIT_OK
+    except pki.PkiError as exc:
+        _err(str(exc))
+        return EXIT_CONFIG
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK

@@ -1,0 +1,669 @@
+"""Configuration: the TOML file, validated once and fully before anything runs.
+
+`load_config` only looks at the file itself (so a config can be checked anywhere);
+`check_environment` looks at the machine it is meant for (files, certificates,
+interfaces, folders) and backs `havip check-config`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import os
+import re
+import socket
+import sys
+import tomllib
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 7411
+DEFAULT_METRICS_PORT = 9741
+DEFAULT_METRICS_LISTEN = ("127.0.0.1", DEFAULT_METRICS_PORT)
+DEFAULT_STATE_DIR = Path("/var/lib/havip")
+BACKENDS = ("auto", "linux", "dry-run")
+
+# Timing presets in seconds, the one place to retune them. Keys a profile leaves out
+# take the Timing defaults; explicit [timing] keys override the profile.
+PROFILES: dict[str, dict[str, float]] = {
+    "default": {
+        "keepalive_interval": 0.05,
+        "dead_time": 0.2,
+        "probe_count": 3,
+        "probe_window": 0.08,
+    },
+    "fast": {
+        "keepalive_interval": 0.02,
+        "dead_time": 0.06,
+        "probe_count": 3,
+        "probe_window": 0.03,
+    },
+}
+PROBE_COUNT_RANGE = (1, 10)
+# A probe window far beyond the dead time means a takeover waits mostly on probing:
+# almost certainly a unit slip ("80s" for "80ms").
+PROBE_WINDOW_MAX_DEAD_TIMES = 5
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
+_DURATION_RE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(?P<unit>[^\s0-9.]*)")
+_DURATION_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60)}
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+_IFNAMSIZ = 16  # Linux interface names: at most 15 bytes plus the terminating NUL
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vip:
+    """One virtual address and the interface it lives on."""
+
+    address: ipaddress.IPv4Interface
+    interface: str
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address:
+        return self.address.ip
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timing:
+    """All durations in seconds."""
+
+    keepalive_interval: float = 0.05
+    dead_time: float = 0.2
+    probe_count: int = 3
+    probe_window: float = 0.08
+    handshake_timeout: float = 2.0
+    reconnect_max: float = 0.5
+    preempt_delay: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    path: Path
+    node: str
+    primary: str
+    preempt: bool
+    listen: tuple[str, int]
+    peer_name: str
+    peer_address: tuple[str, int]
+    tls: TlsFiles
+    timing: Timing
+    vips: tuple[Vip, ...]
+    backend: str  # "linux" or "dry-run" ("auto" is resolved when loading)
+    lan_dir: Path | None  # dry-run only: a folder shared by both nodes, standing in for the LAN
+    metrics_listen: tuple[str, int] | None
+    state_dir: Path
+
+    @property
+    def is_primary(self) -> bool:
+        return self.node == self.primary
+
+
+class ConfigError(Exception):
+    """Every problem found in one config file, each as 'FILE: key.path: message'."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+# --- durations and addresses -------------------------------------------------------
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "200ms", "1.5s" or "2m"; ValueError with a one-line reason otherwise."""
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError('empty duration; use a number with a unit, e.g. "200ms"')
+    if stripped.startswith("-"):
+        raise ValueError(f'must not be negative (got "{text}")')
+    match = _DURATION_RE.fullmatch(stripped)
+    if match is None:
+        raise ValueError(f'not a duration: "{text}" (use e.g. "200ms", "1.5s" or "2m")')
+    unit = match["unit"]
+    if not unit:
+        raise ValueError('duration needs a unit, e.g. "200ms"')
+    if unit not in _DURATION_UNITS:
+        raise ValueError(f'unknown unit "{unit}" in "{text}" (use ms, s or m)')
+    # Decimal first, so "1.5ms" is the float nearest 0.0015, not 1.5 * 0.001.
+    return float(Decimal(match["number"]) * _DURATION_UNITS[unit])
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest form parse_duration reads back: 0.05 -> "50ms", 1.5 -> "1.5s", 120 -> "2m"."""
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    if seconds < 1:
+        return _trim(seconds * 1000) + "ms"
+    if seconds >= 60 and seconds % 60 == 0:
+        return _trim(seconds / 60) + "m"
+    return _trim(seconds) + "s"
+
+
+def _trim(value: float) -> str:
+    # Six decimals absorbs float noise (0.05 * 1000 = 50.00000000000001).
+    return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+def parse_address(text: str, *, default_port: int, allow_any: bool = False) -> tuple[str, int]:
+    """("198.18.0.1", 7411) from "198.18.0.1:7411" or "198.18.0.1"; ValueError otherwise.
+
+    The host must be an IPv4 literal: resolving names would make failover depend on DNS.
+    `allow_any` accepts 0.0.0.0 (for listen addresses).
+    """
+    if not text:
+        raise ValueError('empty address; use "HOST:PORT" or "HOST", e.g. "198.18.0.1:7411"')
+    if text.startswith("[") or text.count(":") > 1:
+        raise ValueError(
+            f'"{text}" looks like IPv6, which is not supported yet (a later issue); '
+            "use an IPv4 address"
+        )
+    host, colon, port_text = text.partition(":")
+    port = default_port
+    if colon:
+        if not _PORT_RE.fullmatch(port_text):
+            raise ValueError(f'port "{port_text}" in "{text}" is not a number from 1 to 65535')
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            raise ValueError(f'port {port} in "{text}" is not in 1-65535')
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(
+            f'"{host}" is not an IPv4 address (host names are not accepted, '
+            "so failover never waits on DNS)"
+        ) from None
+    if ip.is_unspecified and not allow_any:
+        raise ValueError("0.0.0.0 is only allowed where havip listens; give the peer's address")
+    return str(ip), port
+
+
+def _parse_vip_address(text: str) -> ipaddress.IPv4Interface:
+    if ":" in text:
+        raise ValueError(f'"{text}" looks like IPv6, which is not supported yet (a later issue)')
+    ip_text, slash, prefix = text.partition("/")
+    if not slash:
+        raise ValueError(f'needs a prefix length, e.g. "{text}/24" (the VIP\'s subnet on the LAN)')
+    try:
+        ipaddress.IPv4Address(ip_text)
+    except ValueError:
+        raise ValueError(f'"{ip_text}" is not an IPv4 address') from None
+    try:
+        vip = ipaddress.IPv4Interface(text)
+    except ValueError:
+        raise ValueError(f'prefix length "/{prefix}" in "{text}" is not 0-32') from None
+    ip, net = vip.ip, vip.network
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{ip} cannot be a VIP (not a unicast address)")
+    if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
+        which = "network" if ip == net.network_address else "broadcast"
+        raise ValueError(f"{ip} is the {which} address of {net}")
+    return vip
+
+
+def _interface_problem(name: str) -> str | None:
+    if not name:
+        return "must not be empty"
+    if len(name.encode()) >= _IFNAMSIZ:
+        return f'"{name}" is longer than {_IFNAMSIZ - 1} characters'
+    if "/" in name or any(c.isspace() for c in name) or name in (".", ".."):
+        return f'"{name}" is not a valid interface name (no "/" or spaces)'
+    return None
+
+
+# --- the loader ----------------------------------------------------------------------
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate one config file; ConfigError lists every problem found.
+
+    Only the file itself is checked here: referenced files, interfaces and folders are
+    checked by `check_environment`, so a config can be validated on any machine.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (bad byte at offset {exc.start})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        # The message carries "(at line N, column M)".
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    return _Loader(path, data).load()
+
+
+def _current_platform() -> str:
+    return sys.platform
+
+
+def _describe(value: object) -> str:
+    """'integer 5', 'string "yes"', 'table': what the file actually holds."""
+    if isinstance(value, dict | list):
+        return _kind(value)
+    if isinstance(value, bool):
+        return f"boolean {'true' if value else 'false'}"
+    if isinstance(value, str):
+        return f"string {json.dumps(value)}"
+    return f"{_kind(value)} {value}"
+
+
+def _kind(value: object) -> str:
+    kinds = ((bool, "boolean"), (str, "string"), (int, "integer"), (float, "float"))
+    for cls, name in kinds:
+        if isinstance(value, cls):
+            return name
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    return "date/time"
+
+
+_KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", bool: "a boolean"}
+
+_KEYS: dict[str, tuple[str, ...]] = {
+    "": (
+        "node",
+        "primary",
+        "preempt",
+        "listen",
+        "state_dir",
+        "peer",
+        "tls",
+        "timing",
+        "vip",
+        "backend",
+        "metrics",
+    ),
+    "peer": ("name", "address"),
+    "tls": ("ca", "cert", "key"),
+    "timing": ("profile", *(name for name in Timing.__dataclass_fields__)),
+    "vip": ("address", "interface"),
+    "backend": ("type", "lan_dir"),
+    "metrics": ("listen",),
+}
+_DURATION_KEYS = tuple(k for k in Timing.__dataclass_fields__ if k != "probe_count")
+
+
+class _WrongType(dict[str, Any]):
+    """Stands in for a section that was not a table: already reported, so its keys are
+    not reported missing too."""
+
+
+class _Loader:
+    """One pass over the parsed TOML, collecting every error instead of stopping."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.base = path.absolute().parent
+        self.data = data
+        self.errors: list[str] = []
+
+    def error(self, key: str, message: str) -> None:
+        self.errors.append(f"{self.path}: {key}: {message}")
+
+    # generic readers: each returns None after recording an error (or when absent)
+
+    def check_keys(self, table: dict[str, Any], section: str, prefix: str) -> None:
+        allowed = _KEYS[section]
+        for key in table:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                more = f'; did you mean "{hint[0]}"?' if hint else ""
+                self.error(f"{prefix}{key}", f"unknown key (typo?){more}")
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name, {})
+        if not isinstance(value, dict):
+            self.error(name, f"must be a table ([{name}]), got {_describe(value)}")
+            return _WrongType()
+        self.check_keys(value, name, f"{name}.")
+        return value
+
+    def value(
+        self, table: dict[str, Any], key: str, dotted: str, kind: type, *, required: bool
+    ) -> Any:
+        if key not in table:
+            if required and not isinstance(table, _WrongType):
+                self.error(dotted, "required key missing")
+            return None
+        value = table[key]
+        # bool is an int in Python, never in TOML.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            wanted = _KIND_NAMES[kind]
+            self.error(dotted, f"must be {wanted}, got {_describe(value)}")
+            return None
+        return value
+
+    def string(self, table: dict[str, Any], key: str, dotted: str, *, required: bool) -> str | None:
+        value: str | None = self.value(table, key, dotted, str, required=required)
+        return value
+
+    def name(self, table: dict[str, Any], key: str, dotted: str) -> str | None:
+        value = self.string(table, key, dotted, required=True)
+        if value is not None and not _NAME_RE.fullmatch(value):
+            self.error(
+                dotted,
+                f"{json.dumps(value)} is not a valid node name (letters, digits, '.' and '-', "
+                "starting with a letter or digit, at most 63 characters)",
+            )
+            return None
+        return value
+
+    def address(
+        self,
+        table: dict[str, Any],
+        key: str,
+        dotted: str,
+        *,
+        default_port: int = DEFAULT_PORT,
+        allow_any: bool = False,
+    ) -> tuple[str, int] | None:
+        text = self.string(table, key, dotted, required=True)
+        if text is None:
+            return None
+        try:
+            return parse_address(text, default_port=default_port, allow_any=allow_any)
+        except ValueError as exc:
+            self.error(dotted, str(exc))
+            return None
+
+    def path_value(
+        self, table: dict[str, Any], key: str, dotted: str, *, required: bool
+    ) -> Path | None:
+        text = self.string(table, key, dotted, required=required)
+        if text is None:
+            return None
+        if not text:
+            self.error(dotted, "must not be empty")
+            return None
+        # Relative to the config file, not to wherever the daemon was started from.
+        return self.base / text
+
+    def duration(self, table: dict[str, Any], key: str, dotted: str) -> float | None:
+        value = table[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self.error(dotted, f'duration needs a unit, e.g. "200ms" (got {value})')
+            return None
+        if not isinstance(value, str):
+            self.error(dotted, f'must be a duration string such as "200ms", got {_kind(value)}')
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.error(dotted, str(exc))
+            return None
+        if seconds <= 0:
+            self.error(dotted, f"must be positive (got {value})")
+            return None
+        return seconds
+
+    # sections
+
+    def load(self) -> Config:
+        data = self.data
+        self.check_keys(data, "", "")
+        node = self.name(data, "node", "node")
+        primary = self.name(data, "primary", "primary")
+        preempt = self.value(data, "preempt", "preempt", bool, required=False)
+        listen = self.address(data, "listen", "listen", allow_any=True)
+        state_dir = self.path_value(data, "state_dir", "state_dir", required=False)
+
+        peer = self.section("peer")
+        peer_name = self.name(peer, "name", "peer.name")
+        peer_address = self.address(peer, "address", "peer.address")
+        if node is not None and node == peer_name:
+            self.error("peer.name", f'must differ from node (both are "{node}")')
+        known = (node, peer_name)
+        if primary is not None and None not in known and primary not in known:
+            self.error(
+                "primary", f'must be node ("{node}") or peer.name ("{peer_name}"), got "{primary}"'
+            )
+
+        tls_table = self.section("tls")
+        ca, cert, key = (
+            self.path_value(tls_table, k, f"tls.{k}", required=True) for k in _KEYS["tls"]
+        )
+        timing = self.timing()
+        vips = self.vips()
+        backend, lan_dir = self.backend()
+        metrics_listen = self.metrics()
+        if metrics_listen is not None and listen is not None and metrics_listen[1] == listen[1]:
+            hosts = {metrics_listen[0], listen[0]}
+            if len(hosts) == 1 or "0.0.0.0" in hosts:
+                self.error("metrics.listen", f"clashes with listen (both use port {listen[1]})")
+
+        if self.errors:
+            raise ConfigError(self.errors)
+        # No errors means every required value was read; these asserts narrow for mypy.
+        assert node is not None and primary is not None and listen is not None
+        assert peer_name is not None and peer_address is not None
+        assert ca is not None and cert is not None and key is not None
+        assert timing is not None and backend is not None
+        return Config(
+            path=self.path,
+            node=node,
+            primary=primary,
+            preempt=True if preempt is None else preempt,
+            listen=listen,
+            peer_name=peer_name,
+            peer_address=peer_address,
+            tls=TlsFiles(ca=ca, cert=cert, key=key),
+            timing=timing,
+            vips=vips,
+            backend=backend,
+            lan_dir=lan_dir,
+            metrics_listen=metrics_listen,
+            state_dir=DEFAULT_STATE_DIR if state_dir is None else state_dir,
+        )
+
+    def timing(self) -> Timing | None:
+        table = self.section("timing")
+        profile = self.string(table, "profile", "timing.profile", required=False) or "default"
+        if profile not in PROFILES:
+            choices = ", ".join(f'"{p}"' for p in PROFILES)
+            self.error("timing.profile", f'unknown profile "{profile}" (choose {choices})')
+            profile = "default"
+        values: dict[str, Any] = {**asdict(Timing()), **PROFILES[profile]}
+        ok = True
+        for key in _DURATION_KEYS:
+            if key in table:
+                seconds = self.duration(table, key, f"timing.{key}")
+                if seconds is None:
+                    ok = False
+                else:
+                    values[key] = seconds
+        count = self.value(table, "probe_count", "timing.probe_count", int, required=False)
+        if count is not None:
+            low, high = PROBE_COUNT_RANGE
+            if low <= count <= high:
+                values["probe_count"] = count
+            else:
+                self.error("timing.probe_count", f"must be from {low} to {high} (got {count})")
+                ok = False
+        elif "probe_count" in table:
+            ok = False
+        if not ok:
+            return None
+        # The cross-key rules only make sense once every value is known to be good.
+        t = Timing(**values)
+        fmt = format_duration
+        if not t.dead_time > 2 * t.keepalive_interval:
+            self.error(
+                "timing.dead_time",
+                "must be more than 2 x timing.keepalive_interval "
+                f"(got {fmt(t.dead_time)} vs {fmt(t.keepalive_interval)})",
+            )
+            ok = False
+        if t.probe_window > PROBE_WINDOW_MAX_DEAD_TIMES * t.dead_time:
+            self.error(
+                "timing.probe_window",
+                f"must be at most {PROBE_WINDOW_MAX_DEAD_TIMES} x timing.dead_time "
+                f"(got {fmt(t.probe_window)} vs {fmt(t.dead_time)})",
+            )
+            ok = False
+        if t.reconnect_max < t.keepalive_interval:
+            self.error(
+                "timing.reconnect_max",
+                "must be at least timing.keepalive_interval "
+                f"(got {fmt(t.reconnect_max)} vs {fmt(t.keepalive_interval)})",
+            )
+            ok = False
+        return t if ok else None
+
+    def vips(self) -> tuple[Vip, ...]:
+        raw = self.data.get("vip")
+        if raw is None or raw == []:
+            self.error("vip", 'at least one [[vip]] table is required (address = "IP/PREFIX")')
+            return ()
+        if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+            self.error("vip", f"must be an array of [[vip]] tables, got {_kind(raw)}")
+            return ()
+        vips: list[Vip] = []
+        seen: dict[ipaddress.IPv4Address, int] = {}
+        for index, item in enumerate(raw):
+            prefix = f"vip[{index}]"
+            self.check_keys(item, "vip", f"{prefix}.")
+            address_text = self.string(item, "address", f"{prefix}.address", required=True)
+            interface = self.string(item, "interface", f"{prefix}.interface", required=True)
+            address = None
+            if address_text is not None:
+                try:
+                    address = _parse_vip_address(address_text)
+                except ValueError as exc:
+                    self.error(f"{prefix}.address", str(exc))
+            if address is not None:
+                if address.ip in seen:
+                    self.error(
+                        f"{prefix}.address",
+                        f"{address.ip} is already vip[{seen[address.ip]}].address",
+                    )
+                else:
+                    seen[address.ip] = index
+            if interface is not None:
+                problem = _interface_problem(interface)
+                if problem is not None:
+                    self.error(f"{prefix}.interface", problem)
+                    interface = None
+            if address is not None and interface is not None:
+                vips.append(Vip(address=address, interface=interface))
+        return tuple(vips)
+
+    def backend(self) -> tuple[str | None, Path | None]:
+        table = self.section("backend")
+        kind = self.string(table, "type", "backend.type", required=False) or "auto"
+        lan_dir = self.path_value(table, "lan_dir", "backend.lan_dir", required=False)
+        platform = _current_platform()
+        on_linux = platform.startswith("linux")
+        resolved: str | None = kind
+        if kind not in BACKENDS:
+            choices = ", ".join(f'"{b}"' for b in BACKENDS)
+            self.error("backend.type", f'unknown backend "{kind}" (choose {choices})')
+            resolved = None
+        elif kind == "auto":
+            if on_linux:
+                resolved = "linux"
+            else:
+                self.error(
+                    "backend.type",
+                    f'"auto" has no backend for this platform ({platform}); the backends are '
+                    '"linux" (Linux only) and "dry-run" (no network changes)',
+                )
+                resolved = None
+        elif kind == "linux" and not on_linux:
+            self.error("backend.type", f'"linux" needs Linux (this is {platform}); try "dry-run"')
+        if lan_dir is not None and resolved == "linux":
+            self.error("backend.lan_dir", 'only meaningful with type = "dry-run"; remove it')
+        return resolved, lan_dir
+
+    def metrics(self) -> tuple[str, int] | None:
+        table = self.section("metrics")
+        text = self.string(table, "listen", "metrics.listen", required=False)
+        if not text:
+            return DEFAULT_METRICS_LISTEN
+        if text == "off":
+            return None
+        try:
+            return parse_address(text, default_port=DEFAULT_METRICS_PORT, allow_any=True)
+        except ValueError as exc:
+            self.error("metrics.listen", f'{exc}; or "off" to disable')
+            return None
+
+
+# --- the machine it runs on ------------------------------------------------------------
+
+
+def check_environment(cfg: Config) -> list[str]:
+    """What `havip check-config` adds to load_config: files, certificates, interfaces and
+    folders on this machine. One line per problem, naming the config file and key."""
+    problems: list[str] = []
+
+    def problem(key: str, message: str) -> None:
+        problems.append(f"{cfg.path}: {key}: {message}")
+
+    tls = {"tls.ca": cfg.tls.ca, "tls.cert": cfg.tls.cert, "tls.key": cfg.tls.key}
+    readable = True
+    for key, file in tls.items():
+        try:
+            with file.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            problem(key, f"cannot read {file}: {exc.strerror or exc}")
+            readable = False
+    if readable:
+        # Imported here: pki pulls in cryptography, which loading a config does not need.
+        from havip.pki import verify_node_files
+
+        for line in verify_node_files(cfg.tls.ca, cfg.tls.cert, cfg.tls.key, cfg.node):
+            # pki's lines start with the file they are about; name that file's key too.
+            key = next((k for k, file in tls.items() if line.startswith(f"{file}: ")), "tls")
+            problem(key, line)
+
+    if cfg.backend == "linux":
+        for index, vip in enumerate(cfg.vips):
+            try:
+                socket.if_nametoindex(vip.interface)
+            except OSError:
+                problem(f"vip[{index}].interface", f'no interface "{vip.interface}" on this host')
+
+    folder = _folder_problem(cfg.state_dir)
+    if folder is not None:
+        problem("state_dir", folder)
+    if cfg.lan_dir is not None:
+        folder = _folder_problem(cfg.lan_dir)
+        if folder is not None:
+            problem("backend.lan_dir", folder)
+    return problems
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be used (or created) and written to, or None."""
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{folder} exists but is not a folder"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{folder} is not writable"
+        return None
+    ancestor = folder.parent
+    # Bounded: every step removes one path component.
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot create {folder}: {ancestor} is not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot create {folder}: {ancestor} is not writable"
+    return None

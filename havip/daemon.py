@@ -1,0 +1,602 @@
+"""The asyncio shell around the pure core: sockets, timers, the VIP backend, metrics, signals.
+
+One loop owns everything. Events from the network, the timer and the backend are fed to the
+failover machine on the loop thread; its actions run in order on one actuator task, so a Release
+always completes before the SendResign that follows it. Blocking backend calls run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from havip import __version__
+from havip.backend import Backend, BackendError
+from havip.config import Config
+from havip.epochstore import EpochStore
+from havip.failover import (
+    Acquire,
+    Action,
+    BackendFailed,
+    Event,
+    Failover,
+    FailoverTiming,
+    PeerDown,
+    PeerInfo,
+    PeerResigned,
+    PeerUp,
+    Probe,
+    ProbeDone,
+    Release,
+    SendResign,
+    Shutdown,
+    Start,
+    Stop,
+    Tick,
+    Transition,
+    Vetoed,
+)
+from havip.httpd import start_http
+from havip.logs import event
+from havip.metrics import Metrics
+from havip.session import PeerHello, PeerResign, PeerSession, PeerUpdate
+from havip.states import LinkDown, Reason, State
+from havip.transport import (
+    Connection,
+    PeerRejected,
+    accept,
+    client_context,
+    dial,
+    server_context,
+)
+from havip.wire import ProtocolError
+
+SECOND_ANNOUNCE_AFTER = 2.0  # keepalived's habit: a second gratuitous ARP burst a little later
+RECONCILE_EVERY = 1.0
+SHUTDOWN_LIMIT = 5.0
+FAULT_RETRY = 5.0
+VETO_LOG_EVERY = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Reconcile:
+    """Put the interface back in the state the machine wants (queued like any action)."""
+
+
+@dataclass(eq=False)
+class _Link:
+    conn: Connection
+    session: PeerSession
+    up: bool = False  # HELLO accepted on this connection
+    inherited: bool = False  # replaced a connection the core still counts as up
+
+
+class Daemon:
+    """`havip run`: one node of the pair."""
+
+    def __init__(self, cfg: Config, backend: Backend) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.loop = asyncio.get_running_loop()
+        t = cfg.timing
+        self.epochs = EpochStore(cfg.state_dir, cfg.node)
+        self.failover = Failover(
+            is_primary=cfg.is_primary,
+            preempt=cfg.preempt,
+            timing=FailoverTiming(
+                retry_interval=t.keepalive_interval,
+                startup_wait=t.dead_time + t.reconnect_max,
+                preempt_delay=t.preempt_delay,
+                fault_retry=FAULT_RETRY,
+            ),
+            epoch=self.epochs.load(),
+            now=self.loop.time(),
+        )
+        self.metrics = Metrics(
+            node=cfg.node,
+            peer=cfg.peer_name,
+            vips=[str(v) for v in cfg.vips],
+            states=[s.value for s in State],
+            reasons=[r.value for r in Reason],
+            version=__version__,
+        )
+        self.boot_id = os.urandom(16)
+        # Built once: a bad certificate or key stops the daemon at start, not at the first peer.
+        self.tls = server_context(cfg.tls) if cfg.is_primary else client_context(cfg.tls)
+        self.link: _Link | None = None
+        self.actions: asyncio.Queue[Action | _Reconcile] = asyncio.Queue()
+        self.wake = asyncio.Event()
+        self.done = asyncio.Event()
+        self.owned: dict[str, bool] = {str(v): False for v in cfg.vips}
+        self.last_rtt: float | None = None
+        self.since_wall = time.time()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.servers: list[asyncio.Server] = []
+        self._veto_logged_at: float | None = None
+        self._vetoes = 0
+
+    # ---- entry point ---------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        role = "primary" if cfg.is_primary else "standby"
+        event(
+            "started",
+            state=self.failover.state,
+            role=role,
+            backend=self.backend.name,
+            vips=",".join(str(v) for v in cfg.vips),
+            epoch=self.failover.epoch,
+            version=__version__,
+        )
+        self.metrics.set_state(self.failover.state)
+        self.metrics.set_epoch(self.failover.epoch)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self._request_stop)
+        servers = self.servers
+        if cfg.metrics_listen is not None:
+            host, port = cfg.metrics_listen
+            servers.append(await start_http(host, port, metrics=self.metrics, status=self.status))
+        if cfg.is_primary:
+            host, port = cfg.listen
+            servers.append(await asyncio.start_server(self._on_accept, host, port))
+        else:
+            self._spawn(self._dial_loop())
+        present = any(
+            await asyncio.gather(*(asyncio.to_thread(self.backend.present, v) for v in cfg.vips))
+        )
+        if present:
+            event("vip_found", "an earlier run left the VIP on our interface", level=logging.INFO)
+        self._spawn(self._actuator())
+        self._spawn(self._ticker())
+        self._spawn(self._reconcile_loop())
+        self.feed(Start(present=present))
+        await self.done.wait()
+        for server in servers:
+            server.close()
+        if self.link is not None:
+            await self.link.conn.drain(0.5)
+            self.link.conn.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.backend.close()
+        event("stopped", state=self.failover.state, epoch=self.failover.epoch)
+        return 0
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            event("internal_error", f"task failed: {exc!r}", level=logging.ERROR)
+            self.done.set()
+
+    def _request_stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.loop.call_later(SHUTDOWN_LIMIT, self.done.set)
+        self.feed(Shutdown())
+
+    # ---- feeding the core ---------------------------------------------------------------------
+
+    def feed(self, ev: Event) -> None:
+        """Give one event to the failover machine and dispatch what it decides."""
+        for action in self.failover.handle(ev, self.loop.time()):
+            if isinstance(action, Transition):
+                self._log_transition(action)
+            elif isinstance(action, Vetoed):
+                self._on_vetoed(action)
+            elif isinstance(action, Probe):
+                self._spawn(self._probe(action))
+            else:
+                self.actions.put_nowait(action)
+        self.metrics.set_epoch(self.failover.epoch)
+        if self.failover.state is not State.ACTIVE:
+            # Adopting a higher epoch from the peer must be durable too.
+            self._save_epoch()
+        self.wake.set()
+
+    def _on_vetoed(self, action: Vetoed) -> None:
+        for vip in self.cfg.vips:
+            self.metrics.takeover_vetoed(str(vip))
+        self._vetoes += 1
+        now = self.loop.time()
+        # A crashed daemon on a live host is vetoed every interval: log once, then a summary.
+        if self._veto_logged_at is not None and now - self._veto_logged_at < VETO_LOG_EVERY:
+            return
+        first = self._veto_logged_at is None
+        event(
+            "takeover_vetoed",
+            "somebody on the LAN still answers for the VIP: not taking it"
+            + ("" if first else f" (still, {self._vetoes} probes answered)"),
+            level=logging.WARNING if first else logging.INFO,
+            mac=action.answered_by,
+            vip=",".join(str(v) for v in self.cfg.vips),
+        )
+        self._veto_logged_at, self._vetoes = now, 0
+
+    def _save_epoch(self) -> None:
+        try:
+            self.epochs.save(self.failover.epoch)
+        except OSError as exc:
+            event("epoch_save_failed", str(exc), level=logging.ERROR, path=self.epochs.path)
+
+    def _log_transition(self, tr: Transition) -> None:
+        self.since_wall = time.time()
+        self._veto_logged_at, self._vetoes = None, 0
+        self.metrics.set_state(tr.to)
+        self.metrics.transition(tr.frm, tr.to, tr.reason)
+        peer = self.failover.peer
+        event(
+            "transition",
+            tr.sentence,
+            level=logging.WARNING if tr.to in (State.ACTIVE, State.FAULT) else logging.INFO,
+            **{"from": tr.frm.value},
+            to=tr.to,
+            reason=tr.reason,
+            epoch=tr.epoch,
+            peer_state=peer.state if peer else "down",
+        )
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    async def _actuator(self) -> None:
+        while True:
+            action = await self.actions.get()
+            await self._do(action)
+
+    async def _do(self, action: Action | _Reconcile) -> None:
+        if isinstance(action, Acquire):
+            await self._acquire(action.epoch)
+        elif isinstance(action, Release):
+            await self._release(action.reason)
+        elif isinstance(action, SendResign):
+            link = self.link
+            if link is not None and link.up:
+                link.conn.send(link.session.resign(action.epoch))
+                await link.conn.drain(1.0)
+                event("resign_sent", "handed the VIP over", peer=self.cfg.peer_name)
+        elif isinstance(action, Stop):
+            self.done.set()
+        elif isinstance(action, _Reconcile):
+            await self._reconcile()
+
+    async def _call(self, op: str, fn: Callable[..., object], *args: object) -> object:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except BackendError as exc:
+            self.metrics.backend_error(op)
+            event("backend_error", str(exc), level=logging.ERROR, op=op)
+            self.feed(BackendFailed(op=op, error=str(exc)))
+            raise
+
+    async def _acquire(self, epoch: int) -> None:
+        self._save_epoch()  # durable before we claim anything with it
+        for vip in self.cfg.vips:
+            try:
+                await self._call("add", self.backend.add, vip)
+            except BackendError:
+                return
+            self.owned[str(vip)] = True
+            self.metrics.set_vip_owned(str(vip), True)
+            event("vip_added", vip=vip, interface=vip.interface, epoch=epoch)
+        await self._announce()
+        self._spawn(self._announce_later(epoch))
+
+    async def _announce(self) -> None:
+        for vip in self.cfg.vips:
+            try:
+                frames = await asyncio.to_thread(self.backend.announce, vip)
+            except BackendError as exc:
+                # Not fatal: the VIP is up; clients will find it by ARP on their own.
+                self.metrics.backend_error("announce")
+                event("backend_error", str(exc), level=logging.ERROR, op="announce")
+                continue
+            self.metrics.garp_sent(frames)
+            event("garp_sent", vip=vip, frames=frames)
+
+    async def _announce_later(self, epoch: int) -> None:
+        await asyncio.sleep(SECOND_ANNOUNCE_AFTER)
+        if self.failover.state is State.ACTIVE and self.failover.epoch == epoch:
+            await self._announce()
+
+    async def _release(self, reason: Reason) -> None:
+        for vip in self.cfg.vips:
+            with contextlib.suppress(BackendError):
+                await self._call("remove", self.backend.remove, vip)
+                self.owned[str(vip)] = False
+                self.metrics.set_vip_owned(str(vip), False)
+                event("vip_removed", vip=vip, reason=reason)
+
+    async def _probe(self, probe: Probe) -> None:
+        t = self.cfg.timing
+        results = await asyncio.gather(
+            *(
+                asyncio.to_thread(self.backend.probe, vip, t.probe_count, t.probe_window)
+                for vip in self.cfg.vips
+            ),
+            return_exceptions=True,
+        )
+        answered: str | None = None
+        for vip, result in zip(self.cfg.vips, results, strict=True):
+            if isinstance(result, BaseException):
+                self.metrics.backend_error("probe")
+                event("backend_error", str(result), level=logging.ERROR, op="probe", vip=vip)
+                self.feed(BackendFailed(op="probe", error=str(result)))
+                return
+            self.metrics.arp_probe(result is not None)
+            event(
+                "probe",
+                vip=vip,
+                purpose=probe.purpose,
+                result="answered" if result else "silent",
+                mac=result,
+                level=logging.DEBUG if result else logging.INFO,
+            )
+            answered = answered or result
+        self.feed(ProbeDone(probe_id=probe.probe_id, answered_by=answered))
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_EVERY)
+            self.actions.put_nowait(_Reconcile())
+
+    async def _reconcile(self) -> None:
+        state = self.failover.state
+        if state not in (State.ACTIVE, State.STANDBY, State.FAULT):
+            return
+        for vip in self.cfg.vips:
+            try:
+                present = await asyncio.to_thread(self.backend.present, vip)
+            except BackendError as exc:
+                self.metrics.backend_error("present")
+                event("backend_error", str(exc), level=logging.ERROR, op="present")
+                continue
+            want = state is State.ACTIVE
+            if present == want:
+                continue
+            event(
+                "drift",
+                "the interface disagrees with our state: putting it back",
+                level=logging.WARNING,
+                vip=vip,
+                state=state,
+                present=present,
+            )
+            if want:
+                with contextlib.suppress(BackendError):
+                    await self._call("add", self.backend.add, vip)
+                    await self._announce()
+            else:
+                with contextlib.suppress(BackendError):
+                    await self._call("remove", self.backend.remove, vip)
+            self.owned[str(vip)] = want
+            self.metrics.set_vip_owned(str(vip), want)
+
+    # ---- the timer ----------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            now = self.loop.time()
+            link = self.link
+            wakeups: list[float] = []
+            if link is not None:
+                if link.session.expired(now):
+                    if link.up:
+                        self.metrics.keepalive_missed()
+                    self._drop(link, LinkDown.DEADLINE_MISSED, "no keepalive within the dead time")
+                elif link.up:
+                    if now >= link.session.next_send:
+                        link.conn.send(link.session.keepalive(self.failover.local_status(), now))
+                        self.metrics.keepalive_sent()
+                    wakeups.append(link.session.next_wakeup())
+                else:
+                    wakeups.append(link.session.deadline)
+            due = self.failover.next_timer()
+            if due is not None and due <= now:
+                self.feed(Tick())
+                due = self.failover.next_timer()
+            if due is not None:
+                wakeups.append(due)
+            self.wake.clear()
+            timeout = max(0.0, min(wakeups) - self.loop.time()) if wakeups else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    # ---- the peer link ------------------------------------------------------------------------
+
+    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        t = self.cfg.timing
+        try:
+            conn = await accept(reader, writer, self.tls, self.cfg.peer_name, t.handshake_timeout)
+        except PeerRejected as exc:
+            self.metrics.peer_rejected(exc.reason)
+            event("peer_rejected", exc.detail, level=logging.WARNING, reason=exc.reason)
+            return
+        except asyncio.CancelledError:
+            return  # shutting down; asyncio would log a cancelled handler as an error
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._run_link(conn, speak_first=True)
+
+    async def _dial_loop(self) -> None:
+        cfg = self.cfg
+        t = cfg.timing
+        host, port = cfg.peer_address
+        failing = False
+        while not self._stopping:
+            conn: Connection | None = None
+            retrying = AsyncRetrying(
+                wait=wait_exponential_jitter(
+                    multiplier=t.keepalive_interval,
+                    max=t.reconnect_max,
+                    jitter=t.keepalive_interval,
+                ),
+                retry=retry_if_exception_type((OSError, PeerRejected)),
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        conn = await dial(host, port, self.tls, cfg.peer_name, t.handshake_timeout)
+                    except (OSError, PeerRejected) as exc:
+                        if isinstance(exc, PeerRejected):
+                            self.metrics.peer_rejected(exc.reason)
+                        if not failing:
+                            failing = True
+                            event(
+                                "peer_unreachable",
+                                f"retrying every <= {t.reconnect_max}s",
+                                level=logging.WARNING,
+                                peer=cfg.peer_name,
+                                addr=f"{host}:{port}",
+                                error=str(exc),
+                            )
+                        raise
+            failing = False
+            if conn is not None:
+                started = self.loop.time()
+                await self._run_link(conn, speak_first=False)
+                if self.loop.time() - started < 1.0:
+                    await asyncio.sleep(t.keepalive_interval)
+
+    async def _run_link(self, conn: Connection, *, speak_first: bool) -> None:
+        t = self.cfg.timing
+        now = self.loop.time()
+        session = PeerSession(
+            me=self.cfg.node,
+            peer=self.cfg.peer_name,
+            primary=self.cfg.primary,
+            preempt=self.cfg.preempt,
+            boot_id=self.boot_id,
+            interval=t.keepalive_interval,
+            dead_time=max(t.dead_time, t.handshake_timeout),  # until HELLO; then the dead time
+            now=now,
+        )
+        link = _Link(conn, session)
+        old = self.link
+        self.link = link
+        if old is not None:
+            # A new authenticated connection replaces the old one, silently for the core.
+            old.conn.close()
+            link.inherited = old.up or old.inherited
+        if speak_first:
+            conn.send(session.hello(self.failover.local_status()))
+        self.wake.set()
+        try:
+            while True:
+                msg = await conn.read()
+                if msg is None:
+                    self._drop(link, LinkDown.CONNECTION_LOST, "peer closed the connection")
+                    return
+                if self.link is not link:
+                    return
+                ev = session.receive(msg, self.loop.time())
+                self._on_session_event(link, ev, speak_first)
+        except ProtocolError as exc:
+            self.metrics.protocol_error(exc.kind)
+            event(
+                "protocol_error",
+                exc.detail,
+                level=logging.WARNING,
+                kind=exc.kind,
+                peer=self.cfg.peer_name,
+                addr=conn.peer_addr,
+            )
+            self._drop(link, LinkDown.PROTOCOL_ERROR, str(exc))
+        except (OSError, ConnectionError) as exc:
+            self._drop(link, LinkDown.CONNECTION_LOST, str(exc) or type(exc).__name__)
+
+    def _on_session_event(
+        self, link: _Link, ev: PeerHello | PeerUpdate | PeerResign, speak_first: bool
+    ) -> None:
+        if isinstance(ev, PeerHello):
+            # Now the real dead time applies.
+            link.session.deadline = self.loop.time() + self.cfg.timing.dead_time
+            if not speak_first:
+                link.conn.send(link.session.hello(self.failover.local_status()))
+            link.up = True
+            self.metrics.peer_connected_event()
+            self.metrics.set_peer_connected(True)
+            self.metrics.set_peer_state(ev.status.state)
+            event(
+                "peer_up",
+                peer=self.cfg.peer_name,
+                addr=link.conn.peer_addr,
+                peer_state=ev.status.state,
+                peer_owns=ev.status.owns,
+                peer_epoch=ev.status.epoch,
+            )
+            self.feed(PeerUp(status=ev.status))
+        elif isinstance(ev, PeerUpdate):
+            self.metrics.keepalive_received()
+            if ev.rtt is not None:
+                self.last_rtt = ev.rtt
+                self.metrics.observe_rtt(ev.rtt)
+            self.metrics.set_peer_state(ev.status.state)
+            self.feed(PeerInfo(status=ev.status))
+        else:
+            event("resign_received", "peer handed the VIP over", peer=self.cfg.peer_name)
+            self.feed(PeerResigned(epoch=ev.epoch))
+
+    def _drop(self, link: _Link, reason: LinkDown, why: str) -> None:
+        link.conn.close()
+        if self.link is not link:
+            return
+        self.link = None
+        self.metrics.set_peer_connected(False)
+        self.metrics.set_peer_state(None)
+        if not (link.up or link.inherited):
+            event("peer_dropped", why, level=logging.INFO, addr=link.conn.peer_addr, reason=reason)
+            return
+        event(
+            "peer_lost",
+            why,
+            level=logging.WARNING,
+            peer=self.cfg.peer_name,
+            reason=reason,
+            state=self.failover.state,
+        )
+        self.feed(PeerDown(reason=reason))
+
+    # ---- status -------------------------------------------------------------------------------
+
+    def status(self) -> Mapping[str, object]:
+        """What `havip status` shows."""
+        fo = self.failover
+        peer = fo.peer
+        return {
+            "node": self.cfg.node,
+            "peer": self.cfg.peer_name,
+            "role": "primary" if self.cfg.is_primary else "standby",
+            "state": fo.state.value,
+            "reason": fo.reason.value,
+            "since": self.since_wall,
+            "epoch": fo.epoch,
+            "owns_vip": fo.owns,
+            "vips": [
+                {"address": str(v), "interface": v.interface, "present": self.owned[str(v)]}
+                for v in self.cfg.vips
+            ],
+            "peer_connected": self.link is not None and self.link.up,
+            "peer_state": peer.state.value if peer else None,
+            "peer_owns_vip": peer.owns if peer else None,
+            "peer_epoch": peer.epoch if peer else None,
+            "rtt_seconds": self.last_rtt,
+            "backend": self.backend.name,
+            "version": __version__,
+        }

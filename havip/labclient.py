@@ -1,0 +1,671 @@
+"""What a user sees: the lab's client probe, its echo responder, and analysis of the results.
+
+Run inside the lab's namespaces (see `havip.lab`):
+
+    python -m havip.labclient echo --name n1 --port 9000          # in n1 and in n2
+    python -m havip.labclient client --vip 198.18.0.100 --out F   # in the client
+
+The client sends one round every `--interval`: a UDP datagram with a sequence number to
+VIP:PORT and an ARP request for the VIP. Each round becomes one JSON line:
+
+    {"seq": 7, "t_send": 1764088801.12, "answer": "n1", "t_answer": 1764088801.1203,
+     "arp_macs": ["02:aa:..."]}
+
+`answer` names the node whose echo replied within `--timeout`, else null. `arp_macs` lists the
+distinct MACs that answered an ARP request for the VIP during the round's window (from its
+send until the next round's send); two of them means two hosts claimed the VIP at once.
+
+ARP modes: `self` asks with the client's own MAC and IP, so every answer also refreshes the
+client kernel's neighbour entry for the VIP (within the kernel's 1 s lock time), which hides a
+missing gratuitous ARP. `passive` asks as an RFC 5227 probe (sender IP 0.0.0.0) from a made-up
+locally administered MAC and listens promiscuously, so the client's kernel never learns from
+the probe and the measured outage is what a plain client would see. `off` sends no ARP.
+
+The analysis helpers at the bottom are pure and need no root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import ipaddress
+import json
+import math
+import os
+import secrets
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+ECHO_PORT = 9000
+DEFAULT_IFACE = "eth0"
+MAX_DATAGRAM = 2048
+MAX_ECHO_PAYLOAD = 1024
+MAX_DURATION_S = 3600.0
+FLUSH_EVERY_S = 0.1
+# Rounds still awaiting an answer when SIGTERM arrives get at most this long to complete.
+STOP_GRACE_S = 0.3
+MAX_READS_PER_WAKEUP = 1000
+
+ETH_P_ARP = 0x0806
+ETH_P_IP = 0x0800
+ARPOP_REQUEST = 1
+ARPOP_REPLY = 2
+BROADCAST_MAC = b"\xff" * 6
+ZERO_MAC = b"\x00" * 6
+ZERO_IP = b"\x00" * 4
+ETH_MIN_FRAME = 60
+
+# Linux constants the socket module does not export.
+SIOCGIFHWADDR = 0x8927
+SIOCGIFADDR = 0x8915
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+
+
+class ArpMode(StrEnum):
+    """How the client asks who owns the VIP (see the module docstring)."""
+
+    SELF = "self"
+    PASSIVE = "passive"
+    OFF = "off"
+
+
+# --------------------------------------------------------------------------- frames (pure)
+
+
+def mac_str(mac: bytes) -> str:
+    """b'\\x02\\x00...' -> '02:00:...'."""
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def mac_bytes(mac: str) -> bytes:
+    """'02:00:...' -> 6 bytes; ValueError names the bad text."""
+    parts = mac.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return bytes(int(p, 16) for p in parts)
+
+
+def _arp_frame(*, op: int, eth_dst: bytes, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> bytes:
+    header = eth_dst + sha + struct.pack("!H", ETH_P_ARP)
+    body = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, op) + sha + spa + tha + tpa
+    return (header + body).ljust(ETH_MIN_FRAME, b"\x00")
+
+
+def arp_request_frame(*, sender_mac: bytes, sender_ip: bytes, target_ip: bytes) -> bytes:
+    """A broadcast ARP request 'who has target_ip, tell sender_ip' (60 bytes, padded)."""
+    return _arp_frame(
+        op=ARPOP_REQUEST,
+        eth_dst=BROADCAST_MAC,
+        sha=sender_mac,
+        spa=sender_ip,
+        tha=ZERO_MAC,
+        tpa=target_ip,
+    )
+
+
+def garp_frames(*, mac: bytes, ip: bytes) -> tuple[bytes, bytes]:
+    """Gratuitous ARP for ip at mac, in request and in reply form (both broadcast)."""
+    request = _arp_frame(
+        op=ARPOP_REQUEST, eth_dst=BROADCAST_MAC, sha=mac, spa=ip, tha=ZERO_MAC, tpa=ip
+    )
+    reply = _arp_frame(op=ARPOP_REPLY, eth_dst=BROADCAST_MAC, sha=mac, spa=ip, tha=mac, tpa=ip)
+    return request, reply
+
+
+def parse_arp_answer(frame: bytes, *, vip: bytes, asker_ip: bytes, asker_mac: bytes) -> str | None:
+    """The sender MAC if frame is an ARP reply for vip addressed to the asker, else None.
+
+    Gratuitous ARPs are not answers (their target is the VIP itself), so a new owner's
+    announcement never counts as a second answer to the old owner's reply.
+    """
+    if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+        return None
+    htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
+    if (htype, ptype, hlen, plen, op) != (1, ETH_P_IP, 6, 4, ARPOP_REPLY):
+        return None
+    sha, spa, tha, tpa = frame[22:28], frame[28:32], frame[32:38], frame[38:42]
+    if spa != vip or tpa != asker_ip or tha != asker_mac:
+        return None
+    return mac_str(sha)
+
+
+def _ipv4(text: str) -> bytes:
+    return ipaddress.IPv4Address(text).packed
+
+
+# --------------------------------------------------------------------------- interface facts
+
+
+def _ifreq(iface: str, request: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            return fcntl.ioctl(s.fileno(), request, struct.pack("256s", iface.encode()[:15]))
+        except OSError as exc:
+            raise OSError(f"interface {iface}: {exc.strerror}") from exc
+
+
+def iface_mac(iface: str) -> bytes:
+    """The interface's hardware address."""
+    return _ifreq(iface, SIOCGIFHWADDR)[18:24]
+
+
+def iface_ipv4(iface: str) -> bytes:
+    """The interface's primary IPv4 address."""
+    return _ifreq(iface, SIOCGIFADDR)[20:24]
+
+
+def _packet_socket(iface: str) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    sock.bind((iface, ETH_P_ARP))
+    return sock
+
+
+# --------------------------------------------------------------------------- echo, send, garp
+
+
+def run_echo(*, name: str, port: int, bind: str = "0.0.0.0") -> int:
+    """Reply to each datagram with b'<name> ' + payload, until killed. Prints 'ready'."""
+    prefix = name.encode() + b" "
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind, port))
+        print("ready", flush=True)
+        while True:  # a server: runs until the lab kills it
+            data, peer = sock.recvfrom(MAX_DATAGRAM)
+            try:
+                sock.sendto(prefix + data[:MAX_ECHO_PAYLOAD], peer)
+            except OSError:
+                continue  # the client may be unreachable mid-fault; keep serving
+
+
+def run_send(*, to: str, port: int, timeout: float, payload: bytes = b"ping") -> int:
+    """Send one datagram, print the reply; 0 if answered within timeout, else 1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(payload, (to, port))
+            data, _ = sock.recvfrom(MAX_DATAGRAM)
+        except OSError as exc:
+            print(f"no answer from {to}:{port}: {exc}", file=sys.stderr)
+            return 1
+    print(data.decode(errors="replace"))
+    return 0
+
+
+def run_garp(*, ip: str, iface: str, count: int, gap: float) -> int:
+    """Announce ip at iface's MAC: `count` rounds of request + reply gratuitous ARP."""
+    request, reply = garp_frames(mac=iface_mac(iface), ip=_ipv4(ip))
+    with _packet_socket(iface) as sock:
+        for i in range(count):
+            sock.send(request)
+            sock.send(reply)
+            if i + 1 < count:
+                time.sleep(gap)
+    return 0
+
+
+# --------------------------------------------------------------------------- client probe
+
+
+@dataclass(slots=True)
+class _Round:
+    seq: int
+    mono_send: float
+    t_send: float
+    answer: str | None = None
+    t_answer: float | None = None
+    arp_macs: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return json.dumps(
+            {
+                "seq": self.seq,
+                "t_send": self.t_send,
+                "answer": self.answer,
+                "t_answer": self.t_answer,
+                "arp_macs": self.arp_macs,
+            }
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientOptions:
+    """Settings of one probe run."""
+
+    vip: str
+    port: int = ECHO_PORT
+    iface: str = DEFAULT_IFACE
+    interval: float = 0.01
+    duration: float = 10.0
+    timeout: float = 0.5
+    arp_mode: ArpMode = ArpMode.SELF
+
+
+@dataclass(kw_only=True)
+class ClientStats:
+    """Counters printed to stderr when the probe ends."""
+
+    rounds: int = 0
+    answered: int = 0
+    late: int = 0
+    duplicate: int = 0
+    send_errors: int = 0
+    skipped_slots: int = 0
+
+
+class _Prober:
+    def __init__(self, opts: ClientOptions, out: IO[str]) -> None:
+        self.opts = opts
+        self.out = out
+        self.stats = ClientStats()
+        self.stopping = False
+        self.token = secrets.token_hex(4).encode()
+        self.vip = _ipv4(opts.vip)
+        self.pending: dict[int, _Round] = {}
+        self.next_write = 0
+        self.current: _Round | None = None
+        self.sending = True
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.setblocking(False)
+        self.udp.bind(("0.0.0.0", 0))
+        self.arp: socket.socket | None = None
+        self.arp_frame = b""
+        self.asker_ip = ZERO_IP
+        self.asker_mac = ZERO_MAC
+        if opts.arp_mode is not ArpMode.OFF:
+            self._open_arp()
+
+    def _open_arp(self) -> None:
+        iface = self.opts.iface
+        if self.opts.arp_mode is ArpMode.SELF:
+            self.asker_mac, self.asker_ip = iface_mac(iface), iface_ipv4(iface)
+        else:
+            # Locally administered unicast MAC nobody owns: answers reach only this socket.
+            raw = bytearray(os.urandom(6))
+            raw[0] = (raw[0] & 0xFC) | 0x02
+            self.asker_mac, self.asker_ip = bytes(raw), ZERO_IP
+        self.arp = _packet_socket(iface)
+        self.arp.setblocking(False)
+        if self.opts.arp_mode is ArpMode.PASSIVE:
+            mreq = struct.pack("iHH8s", socket.if_nametoindex(iface), PACKET_MR_PROMISC, 0, b"")
+            self.arp.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        self.arp_frame = arp_request_frame(
+            sender_mac=self.asker_mac, sender_ip=self.asker_ip, target_ip=self.vip
+        )
+
+    def close(self) -> None:
+        self.udp.close()
+        if self.arp is not None:
+            self.arp.close()
+
+    def _send_round(self, seq: int) -> None:
+        payload = self.token + b" " + str(seq).encode()
+        try:
+            self.udp.sendto(payload, (self.opts.vip, self.opts.port))
+        except OSError:
+            self.stats.send_errors += 1
+        rnd = _Round(seq=seq, mono_send=time.monotonic(), t_send=time.time())
+        if self.arp is not None:
+            try:
+                self.arp.send(self.arp_frame)
+            except OSError:
+                self.stats.send_errors += 1
+        self.pending[seq] = rnd
+        self.current = rnd
+        self.stats.rounds += 1
+
+    def _read_udp(self) -> None:
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                data = self.udp.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue  # e.g. a queued ICMP error; the datagram is simply lost
+            now, wall = time.monotonic(), time.time()
+            parts = data.split(b" ")
+            if len(parts) != 3 or parts[1] != self.token or not parts[2].isdigit():
+                continue
+            rnd = self.pending.get(int(parts[2]))
+            if rnd is None or now - rnd.mono_send > self.opts.timeout:
+                self.stats.late += 1
+            elif rnd.answer is not None:
+                self.stats.duplicate += 1
+            else:
+                rnd.answer = parts[0].decode(errors="replace")
+                rnd.t_answer = wall
+                self.stats.answered += 1
+
+    def _read_arp(self) -> None:
+        assert self.arp is not None
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                frame, addr = self.arp.recvfrom(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            if addr[2] == socket.PACKET_OUTGOING:
+                continue
+            mac = parse_arp_answer(
+                frame, vip=self.vip, asker_ip=self.asker_ip, asker_mac=self.asker_mac
+            )
+            if mac is not None and self.current is not None and mac not in self.current.arp_macs:
+                self.current.arp_macs.append(mac)
+
+    def _finished(self, rnd: _Round, now: float, *, force: bool) -> bool:
+        if force:
+            return True
+        window_closed = rnd is not self.current or not self.sending
+        return window_closed and (rnd.answer is not None or now - rnd.mono_send > self.opts.timeout)
+
+    def _emit(self, now: float, *, force: bool = False) -> None:
+        # In sequence order, so a live reader sees a prefix of the final file.
+        while (rnd := self.pending.get(self.next_write)) is not None:
+            if not self._finished(rnd, now, force=force):
+                return
+            self.out.write(rnd.line() + "\n")
+            del self.pending[self.next_write]
+            self.next_write += 1
+
+    def run(self) -> ClientStats:
+        opts = self.opts
+        sel = selectors.DefaultSelector()
+        sel.register(self.udp, selectors.EVENT_READ, self._read_udp)
+        if self.arp is not None:
+            sel.register(self.arp, selectors.EVENT_READ, self._read_arp)
+        start = time.monotonic()
+        stop_at = start + opts.duration
+        hard_stop = stop_at + opts.timeout + 1.0  # bounds the loop whatever the clock does
+        drain_until = math.inf
+        slot = 0
+        seq = 0
+        next_flush = start + FLUSH_EVERY_S
+        try:
+            while True:
+                now = time.monotonic()
+                if self.sending and (self.stopping or now >= stop_at):
+                    self.sending = False
+                    grace = min(opts.timeout, STOP_GRACE_S) if self.stopping else opts.timeout
+                    drain_until = now + grace
+                next_send = start + slot * opts.interval
+                if self.sending and now >= next_send:
+                    self._send_round(seq)
+                    seq += 1
+                    # Fixed grid from start (no drift); slots missed while stalled are skipped.
+                    due = int((now - start) / opts.interval) + 1
+                    self.stats.skipped_slots += max(0, due - slot - 1)
+                    slot = max(slot + 1, due)
+                    next_send = start + slot * opts.interval
+                self._emit(now)
+                if now >= next_flush:
+                    self.out.flush()
+                    next_flush = now + FLUSH_EVERY_S
+                if not self.sending and (not self.pending or now >= drain_until):
+                    break
+                if now >= hard_stop:
+                    break
+                wake = min(next_flush, drain_until, hard_stop)
+                if self.sending:
+                    wake = min(wake, next_send)
+                for key, _ in sel.select(max(0.0, wake - time.monotonic())):
+                    key.data()
+        finally:
+            self._emit(time.monotonic(), force=True)
+            self.out.flush()
+            sel.close()
+        return self.stats
+
+
+def run_client(opts: ClientOptions, out: IO[str]) -> ClientStats:
+    """Probe until opts.duration passes or SIGTERM/SIGINT arrives; write JSON lines to out."""
+    prober = _Prober(opts, out)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        prober.stopping = True
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return prober.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        prober.close()
+
+
+# --------------------------------------------------------------------------- analysis (pure)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    """One client round as written by the probe."""
+
+    seq: int
+    t_send: float
+    answer: str | None
+    t_answer: float | None
+    arp_macs: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outage:
+    """A run of consecutive unanswered rounds.
+
+    start is the send time of the first lost round, end the send time of the first answered
+    round after it (so duration has the probe interval as resolution). An outage still going
+    on when the samples end has ended=False, end = the last lost round's send time, and its
+    duration is a lower bound.
+    """
+
+    start: float
+    end: float
+    duration_ms: float
+    lost: int
+    node_before: str | None
+    node_after: str | None
+    ended: bool
+
+
+def parse_sample(line: str) -> Sample:
+    """One JSON line -> Sample; ValueError says what is wrong."""
+    try:
+        raw = json.loads(line)
+        answer = raw["answer"]
+        t_answer = raw["t_answer"]
+        sample = Sample(
+            seq=int(raw["seq"]),
+            t_send=float(raw["t_send"]),
+            answer=None if answer is None else str(answer),
+            t_answer=None if t_answer is None else float(t_answer),
+            arp_macs=tuple(str(m) for m in raw["arp_macs"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"bad sample line {line.strip()[:80]!r}: {exc}") from exc
+    return sample
+
+
+def load_samples(path: Path | str) -> list[Sample]:
+    """Samples from a probe output file, sorted by seq.
+
+    A last line without its newline is still being written and is ignored, so a file can be
+    read while the probe runs.
+    """
+    text = Path(path).read_text()
+    lines = text.split("\n")
+    complete = lines[:-1]  # the piece after the final newline is empty or unfinished
+    samples = []
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            samples.append(parse_sample(line))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+    samples.sort(key=lambda s: s.seq)
+    return samples
+
+
+def outages(samples: Sequence[Sample]) -> list[Outage]:
+    """Runs of consecutive unanswered rounds, in order."""
+    ordered = sorted(samples, key=lambda s: s.seq)
+    found: list[Outage] = []
+    before: str | None = None
+    run: list[Sample] = []
+    for sample in ordered:
+        if sample.answer is None:
+            run.append(sample)
+            continue
+        if run:
+            found.append(_outage(run, end=sample.t_send, before=before, after=sample.answer))
+            run = []
+        before = sample.answer
+    if run:
+        found.append(_outage(run, end=run[-1].t_send, before=before, after=None))
+    return found
+
+
+def _outage(run: list[Sample], *, end: float, before: str | None, after: str | None) -> Outage:
+    start = run[0].t_send
+    return Outage(
+        start=start,
+        end=end,
+        duration_ms=(end - start) * 1000.0,
+        lost=len(run),
+        node_before=before,
+        node_after=after,
+        ended=after is not None,
+    )
+
+
+def max_outage_ms(
+    samples: Sequence[Sample], start: float | None = None, end: float | None = None
+) -> float:
+    """Longest outage (ms) among rounds sent within [start, end], bounds optional; 0 if none."""
+    chosen = [
+        s
+        for s in samples
+        if (start is None or s.t_send >= start) and (end is None or s.t_send <= end)
+    ]
+    return max((o.duration_ms for o in outages(chosen)), default=0.0)
+
+
+def double_answers(samples: Iterable[Sample]) -> int:
+    """Rounds in which two or more distinct MACs answered ARP for the VIP."""
+    return sum(1 for s in samples if len(set(s.arp_macs)) >= 2)
+
+
+def first_answer_from(samples: Iterable[Sample], node: str, after: float) -> float | None:
+    """The earliest time >= after at which node's answer reached the client, or None."""
+    times = [
+        s.t_answer
+        for s in samples
+        if s.answer == node and s.t_answer is not None and s.t_answer >= after
+    ]
+    return min(times, default=None)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _bounded_float(name: str, low: float, high: float, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: not a number: {value!r}") from None
+    if not low <= number <= high:
+        raise argparse.ArgumentTypeError(f"{name}: {number} is outside [{low}, {high}]")
+    return number
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m havip.labclient", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    echo = sub.add_parser("echo", help="UDP echo responder that names this node")
+    echo.add_argument("--name", required=True)
+    echo.add_argument("--port", type=int, default=ECHO_PORT)
+    echo.add_argument("--bind", default="0.0.0.0")
+
+    client = sub.add_parser("client", help="probe the VIP every interval, write JSON lines")
+    client.add_argument("--vip", required=True)
+    client.add_argument("--port", type=int, default=ECHO_PORT)
+    client.add_argument("--iface", default=DEFAULT_IFACE)
+    client.add_argument(
+        "--interval", type=lambda v: _bounded_float("--interval", 0.001, 10.0, v), default=0.01
+    )
+    client.add_argument(
+        "--duration",
+        type=lambda v: _bounded_float("--duration", 0.0, MAX_DURATION_S, v),
+        default=10.0,
+    )
+    client.add_argument(
+        "--timeout", type=lambda v: _bounded_float("--timeout", 0.001, 10.0, v), default=0.5
+    )
+    client.add_argument(
+        "--arp-mode", choices=[m.value for m in ArpMode], default=ArpMode.SELF.value
+    )
+    client.add_argument("--out", type=Path, help="JSON lines file (default: stdout)")
+
+    send = sub.add_parser("send", help="send one datagram and print the answer")
+    send.add_argument("--to", required=True)
+    send.add_argument("--port", type=int, default=ECHO_PORT)
+    send.add_argument(
+        "--timeout", type=lambda v: _bounded_float("--timeout", 0.001, 60.0, v), default=1.0
+    )
+
+    garp = sub.add_parser("garp", help="announce an address with gratuitous ARP")
+    garp.add_argument("--ip", required=True)
+    garp.add_argument("--iface", default=DEFAULT_IFACE)
+    garp.add_argument("--count", type=int, choices=range(1, 101), default=3, metavar="1..100")
+    garp.add_argument("--gap", type=lambda v: _bounded_float("--gap", 0.0, 10.0, v), default=0.05)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m havip.labclient`."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "echo":
+            return run_echo(name=args.name, port=args.port, bind=args.bind)
+        if args.command == "send":
+            return run_send(to=args.to, port=args.port, timeout=args.timeout)
+        if args.command == "garp":
+            return run_garp(ip=args.ip, iface=args.iface, count=args.count, gap=args.gap)
+        opts = ClientOptions(
+            vip=args.vip,
+            port=args.port,
+            iface=args.iface,
+            interval=args.interval,
+            duration=args.duration,
+            timeout=args.timeout,
+            arp_mode=ArpMode(args.arp_mode),
+        )
+        if args.out is None:
+            stats = run_client(opts, sys.stdout)
+        else:
+            with args.out.open("w") as out:
+                stats = run_client(opts, out)
+    except (OSError, ValueError) as exc:
+        print(f"labclient {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"labclient client: rounds={stats.rounds} answered={stats.answered} late={stats.late}"
+        f" duplicate={stats.duplicate} send_errors={stats.send_errors}"
+        f" skipped_slots={stats.skipped_slots}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Prometheus metrics: one `Metrics` object per daemon, each with its own registry.
+
+Every known label combination is created at 0 up front, so a dashboard or an alert sees
+the series before the first event. Label values outside the known sets are still counted
+(under their own label), never rejected: a metrics call must not take the daemon down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+# Text format 0.0.4: what prometheus_client itself serves when the scraper states no
+# preference, and what every Prometheus version parses (all our names are legacy-valid).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# LAN round trips: 100 µs to 1 s.
+RTT_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+
+class RejectReason(StrEnum):
+    """Why an incoming peer connection was refused (`havip_peer_rejected_total{reason}`)."""
+
+    TLS_HANDSHAKE = "tls_handshake"  # wrong CA, expired certificate, plain TCP garbage
+    WRONG_PEER_NAME = "wrong_peer_name"
+    TIMEOUT = "timeout"
+
+
+class ProtocolErrorKind(StrEnum):
+    """What was wrong with a peer's frames (`havip_protocol_errors_total{kind}`)."""
+
+    MALFORMED = "malformed"
+    OVERSIZED = "oversized"
+    UNKNOWN_TYPE = "unknown_type"
+    OUT_OF_ORDER = "out_of_order"
+    VERSION = "version"
+    CONFIG_MISMATCH = "config_mismatch"
+
+
+class BackendOp(StrEnum):
+    """Which VIP backend operation failed (`havip_backend_errors_total{op}`)."""
+
+    ADD = "add"
+    REMOVE = "remove"
+    ANNOUNCE = "announce"
+    PROBE = "probe"
+    PRESENT = "present"
+
+
+class ProbeResult(StrEnum):
+    """Outcome of one ARP probe round for a VIP (`havip_arp_probes_total{result}`)."""
+
+    ANSWERED = "answered"
+    SILENT = "silent"
+
+
+class _OneHot:
+    """A gauge with one series per value, exactly one of them (or none) at 1."""
+
+    def __init__(self, gauge: Gauge, values: Iterable[str]) -> None:
+        self._gauge = gauge
+        self._known: list[str] = []
+        self._lock = threading.Lock()
+        for value in values:
+            self._add(str(value))
+
+    def _add(self, value: str) -> None:
+        if value not in self._known:
+            self._known.append(value)
+            self._gauge.labels(value).set(0)
+
+    def select(self, value: str | None) -> None:
+        # The lock keeps a concurrent pair of calls from leaving two series at 1.
+        with self._lock:
+            if value is not None:
+                self._add(str(value))
+            for known in self._known:
+                self._gauge.labels(known).set(1 if known == value else 0)
+
+
+class Metrics:
+    """All of havip's metrics, registered in a private `CollectorRegistry`."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        peer: str,
+        vips: Sequence[str],
+        states: Sequence[str],
+        reasons: Sequence[str],
+        version: str,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        # Transitions are created lazily; kept for documentation of the known reason codes.
+        self.reasons: tuple[str, ...] = tuple(str(r) for r in reasons)
+
+        self._build_info = Info(
+            "havip_build", "Version of havip and the two nodes it is configured for.", registry=reg
+        )
+        self._build_info.info({"version": version, "node": node, "peer": peer})
+
+        self._state = _OneHot(
+            Gauge(
+                "havip_state",
+                "Failover state of this node: 1 on the current state, 0 on the others.",
+                ["state"],
+                registry=reg,
+            ),
+            states,
+        )
+        self._vip_owned = Gauge(
+            "havip_vip_owned",
+            "1 if this node holds the VIP on its interface, else 0.",
+            ["vip"],
+            registry=reg,
+        )
+        for vip in vips:
+            self._vip_owned.labels(str(vip)).set(0)
+
+        self._peer_connected = Gauge(
+            "havip_peer_connected",
+            "1 while an authenticated connection to the peer is up, else 0.",
+            registry=reg,
+        )
+        self._peer_state = _OneHot(
+            Gauge(
+                "havip_peer_state",
+                "State the peer last reported: 1 on that state; all 0 when unknown.",
+                ["state"],
+                registry=reg,
+            ),
+            states,
+        )
+        self._epoch = Gauge(
+            "havip_epoch", "Ownership epoch this node currently knows.", registry=reg
+        )
+
+        self._ka_sent = Counter(
+            "havip_keepalives_sent", "Keepalive messages sent to the peer.", registry=reg
+        )
+        self._ka_received = Counter(
+            "havip_keepalives_received", "Keepalive messages received from the peer.", registry=reg
+        )
+        self._ka_missed = Counter(
+            "havip_keepalives_missed",
+            "Times the keepalive deadline passed without one from the peer.",
+            registry=reg,
+        )
+        self._rtt = Histogram(
+            "havip_keepalive_rtt_seconds",
+            "Keepalive round-trip time to the peer, measured on this node's clock.",
+            buckets=RTT_BUCKETS,
+            registry=reg,
+        )
+
+        self._transitions = Counter(
+            "havip_transitions",
+            "Failover state transitions of this node, by from, to and reason code.",
+            ["from", "to", "reason"],
+            registry=reg,
+        )
+        self._last_transition = Gauge(
+            "havip_last_transition_timestamp_seconds",
+            "Wall-clock time (Unix seconds) of this node's last state transition; 0 if none.",
+            registry=reg,
+        )
+
+        self._peer_connections = Counter(
+            "havip_peer_connections",
+            "Authenticated peer connections established (either direction).",
+            registry=reg,
+        )
+        self._peer_rejected = Counter(
+            "havip_peer_rejected",
+            "Peer connections refused before authentication completed, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        _precreate(self._peer_rejected, RejectReason)
+
+        self._protocol_errors = Counter(
+            "havip_protocol_errors",
+            "Peer connections closed for a protocol error, by kind.",
+            ["kind"],
+            registry=reg,
+        )
+        _precreate(self._protocol_errors, ProtocolErrorKind)
+
+        self._arp_probes = Counter(
+            "havip_arp_probes",
+            "ARP probe rounds for a VIP before a takeover, by whether anything answered.",
+            ["result"],
+            registry=reg,
+        )
+        _precreate(self._arp_probes, ProbeResult)
+
+        self._vetoed = Counter(
+            "havip_takeovers_vetoed",
+            "Takeovers not done because the VIP still answered on the LAN.",
+            ["vip"],
+            registry=reg,
+        )
+        _precreate(self._vetoed, vips)
+
+        self._backend_errors = Counter(
+            "havip_backend_errors",
+            "Failed VIP backend operations, by operation.",
+            ["op"],
+            registry=reg,
+        )
+        _precreate(self._backend_errors, BackendOp)
+
+        self._garp_sent = Counter(
+            "havip_gratuitous_arp_sent",
+            "Gratuitous ARP packets sent (request and reply forms each count).",
+            registry=reg,
+        )
+
+    # -- gauges -----------------------------------------------------------------------------
+
+    def set_state(self, state: str) -> None:
+        """Make `state` this node's one current state."""
+        self._state.select(state)
+
+    def set_vip_owned(self, vip: str, owned: bool) -> None:
+        self._vip_owned.labels(str(vip)).set(1 if owned else 0)
+
+    def set_peer_connected(self, up: bool) -> None:
+        self._peer_connected.set(1 if up else 0)
+
+    def set_peer_state(self, state: str | None) -> None:
+        """Record what the peer last reported; None (unknown, disconnected) clears all."""
+        self._peer_state.select(state)
+
+    def set_epoch(self, n: int) -> None:
+        self._epoch.set(n)
+
+    # -- keepalives -------------------------------------------------------------------------
+
+    def keepalive_sent(self) -> None:
+        self._ka_sent.inc()
+
+    def keepalive_received(self) -> None:
+        self._ka_received.inc()
+
+    def keepalive_missed(self) -> None:
+        self._ka_missed.inc()
+
+    def observe_rtt(self, seconds: float) -> None:
+        self._rtt.observe(seconds)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def transition(self, frm: str, to: str, reason: str, *, now: float | None = None) -> None:
+        """Count a transition and stamp its wall-clock time (`now`, default time.time())."""
+        self._transitions.labels(str(frm), str(to), str(reason)).inc()
+        self._last_transition.set(time.time() if now is None else now)
+
+    def peer_connected_event(self) -> None:
+        """An authenticated peer connection was established."""
+        self._peer_connections.inc()
+
+    def peer_rejected(self, reason: str) -> None:
+        self._peer_rejected.labels(str(reason)).inc()
+
+    def protocol_error(self, kind: str) -> None:
+        self._protocol_errors.labels(str(kind)).inc()
+
+    def arp_probe(self, answered: bool) -> None:
+        result = ProbeResult.ANSWERED if answered else ProbeResult.SILENT
+        self._arp_probes.labels(result.value).inc()
+
+    def takeover_vetoed(self, vip: str) -> None:
+        self._vetoed.labels(str(vip)).inc()
+
+    def backend_error(self, op: str) -> None:
+        self._backend_errors.labels(str(op)).inc()
+
+    def garp_sent(self, n: int) -> None:
+        """Count `n` gratuitous ARP packets; n <= 0 counts nothing (a counter only rises)."""
+        if n > 0:
+            self._garp_sent.inc(n)
+
+    # -- exposition -------------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format (serve with `CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+
+def _precreate(counter: Counter, values: Iterable[str]) -> None:
+    for value in values:
+        counter.labels(str(value))

@@ -1,0 +1,244 @@
+"""The wire protocol, sans I/O: length-prefixed binary frames carried inside TLS.
+
+Frame: u32 big-endian payload length, then the payload: u8 message type and the message body.
+Integers are big-endian; a string is a u8 length then that many UTF-8 bytes. Every frame is
+bounded by MAX_FRAME; anything malformed, unknown or oversized raises ProtocolError, which the
+transport turns into "close this connection and count it" — never a crash.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+from havip.states import State
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 512  # bytes of payload; our largest message is well under 200
+_LEN = struct.Struct("!I")
+
+STATE_CODES: dict[State, int] = {
+    State.INIT: 0,
+    State.STANDBY: 1,
+    State.PROBING: 2,
+    State.ACTIVE: 3,
+    State.FAULT: 4,
+    State.STOPPED: 5,
+}
+_CODE_STATES = {code: state for state, code in STATE_CODES.items()}
+
+
+class MessageType(IntEnum):
+    HELLO = 1
+    KEEPALIVE = 2
+    RESIGN = 3
+
+
+class ErrorKind(StrEnum):
+    """Kinds of protocol error; each is a metric label."""
+
+    MALFORMED = "malformed"
+    OVERSIZED = "oversized"
+    UNKNOWN_TYPE = "unknown_type"
+    OUT_OF_ORDER = "out_of_order"
+    VERSION = "version"
+    CONFIG_MISMATCH = "config_mismatch"
+
+
+class ProtocolError(Exception):
+    """The peer sent something we cannot accept. The peer's fault: close, count, carry on."""
+
+    def __init__(self, kind: ErrorKind, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hello:
+    """First message on a connection, from each side."""
+
+    version: int
+    node: str
+    primary: str
+    preempt: bool
+    boot_id: bytes  # 16 random bytes per daemon start: tells a restart from a reconnect
+    state: State
+    owns: bool
+    epoch: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Keepalive:
+    """Sent every keepalive interval by both sides.
+
+    `sent_us` is the sender's monotonic clock; the receiver echoes it back with how long it held
+    it, so the sender measures the RTT on its own clock (the two clocks never need to agree).
+    """
+
+    seq: int
+    state: State
+    owns: bool
+    epoch: int
+    sent_us: int
+    echo_us: int = 0
+    held_us: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resign:
+    """Planned handover: the sender has removed the VIP and asks the receiver to take it."""
+
+    seq: int
+    epoch: int
+
+
+Message = Hello | Keepalive | Resign
+
+_HELLO = struct.Struct("!HBBBQ16s")  # version, preempt, state, owns, epoch, boot_id (+ 2 strings)
+_KEEPALIVE = struct.Struct("!QBBQQQI")  # seq, state, owns, epoch, sent_us, echo_us, held_us
+_RESIGN = struct.Struct("!QQ")  # seq, epoch
+_U64 = 2**64
+
+
+def _pack_str(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError(f"string too long for the wire: {text[:20]!r}...")
+    return bytes([len(raw)]) + raw
+
+
+def encode(msg: Message) -> bytes:
+    """One complete frame for `msg`."""
+    if isinstance(msg, Hello):
+        body = (
+            _HELLO.pack(
+                msg.version,
+                msg.preempt,
+                STATE_CODES[msg.state],
+                msg.owns,
+                msg.epoch,
+                msg.boot_id,
+            )
+            + _pack_str(msg.node)
+            + _pack_str(msg.primary)
+        )
+        mtype = MessageType.HELLO
+    elif isinstance(msg, Keepalive):
+        body = _KEEPALIVE.pack(
+            msg.seq,
+            STATE_CODES[msg.state],
+            msg.owns,
+            msg.epoch,
+            msg.sent_us % _U64,
+            msg.echo_us % _U64,
+            min(msg.held_us, 2**32 - 1),
+        )
+        mtype = MessageType.KEEPALIVE
+    else:
+        body = _RESIGN.pack(msg.seq, msg.epoch)
+        mtype = MessageType.RESIGN
+    payload = bytes([mtype]) + body
+    return _LEN.pack(len(payload)) + payload
+
+
+def _state(code: int) -> State:
+    try:
+        return _CODE_STATES[code]
+    except KeyError:
+        raise ProtocolError(ErrorKind.MALFORMED, f"unknown state code {code}") from None
+
+
+def _flag(value: int) -> bool:
+    if value not in (0, 1):
+        raise ProtocolError(ErrorKind.MALFORMED, f"flag byte must be 0 or 1, got {value}")
+    return value == 1
+
+
+def _unpack_str(body: bytes, offset: int) -> tuple[str, int]:
+    if offset >= len(body):
+        raise ProtocolError(ErrorKind.MALFORMED, "string length missing")
+    size = body[offset]
+    end = offset + 1 + size
+    if end > len(body):
+        raise ProtocolError(ErrorKind.MALFORMED, "string runs past the frame")
+    try:
+        return body[offset + 1 : end].decode(), end
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorKind.MALFORMED, "string is not UTF-8") from None
+
+
+def _exact(body: bytes, st: struct.Struct, name: str) -> tuple[int, ...]:
+    if len(body) != st.size:
+        raise ProtocolError(ErrorKind.MALFORMED, f"{name} body is {len(body)} bytes, not {st.size}")
+    return st.unpack(body)
+
+
+def decode_payload(payload: bytes) -> Message:
+    """Decode one frame's payload (without its length prefix)."""
+    if not payload:
+        raise ProtocolError(ErrorKind.MALFORMED, "empty frame")
+    mtype, body = payload[0], payload[1:]
+    if mtype == MessageType.HELLO:
+        if len(body) < _HELLO.size:
+            raise ProtocolError(ErrorKind.MALFORMED, "HELLO too short")
+        version, preempt, state, owns, epoch, boot_id = _HELLO.unpack_from(body)
+        node, offset = _unpack_str(body, _HELLO.size)
+        primary, offset = _unpack_str(body, offset)
+        if offset != len(body):
+            raise ProtocolError(ErrorKind.MALFORMED, "trailing bytes after HELLO")
+        return Hello(
+            version=version,
+            node=node,
+            primary=primary,
+            preempt=_flag(preempt),
+            boot_id=boot_id,
+            state=_state(state),
+            owns=_flag(owns),
+            epoch=epoch,
+        )
+    if mtype == MessageType.KEEPALIVE:
+        seq, state, owns, epoch, sent, echo, held = _exact(body, _KEEPALIVE, "KEEPALIVE")
+        return Keepalive(
+            seq=seq,
+            state=_state(state),
+            owns=_flag(owns),
+            epoch=epoch,
+            sent_us=sent,
+            echo_us=echo,
+            held_us=held,
+        )
+    if mtype == MessageType.RESIGN:
+        seq, epoch = _exact(body, _RESIGN, "RESIGN")
+        return Resign(seq=seq, epoch=epoch)
+    raise ProtocolError(ErrorKind.UNKNOWN_TYPE, f"unknown message type {mtype}")
+
+
+class FrameDecoder:
+    """Turns a byte stream into messages. Feed it whatever the socket gave."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._max = max_frame
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Messages completed by `data`; raises ProtocolError on the first bad frame."""
+        self._buf += data
+        out: list[Message] = []
+        while len(self._buf) >= _LEN.size:
+            (size,) = _LEN.unpack_from(self._buf)
+            if size > self._max:
+                # Refuse before buffering: an attacker must not make us hold a huge frame.
+                raise ProtocolError(ErrorKind.OVERSIZED, f"frame of {size} bytes > {self._max}")
+            if len(self._buf) < _LEN.size + size:
+                break
+            payload = bytes(self._buf[_LEN.size : _LEN.size + size])
+            del self._buf[: _LEN.size + size]
+            out.append(decode_payload(payload))
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame still buffered."""
+        return len(self._buf)

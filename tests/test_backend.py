@@ -1,0 +1,457 @@
+"""Backends: dry-run semantics, and the Linux backend on a real veth pair between two
+network namespaces this test creates (and always removes)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from havip.arp import gratuitous_frames, mac_bytes
+from havip.backend import BackendError, BackendOp, DryRunBackend, make_backend
+from havip.config import Config, Timing, TlsFiles, Vip
+
+SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
+ROOT = Path(__file__).resolve().parents[1]
+VIP = Vip(address=ipaddress.IPv4Interface("198.18.0.100/24"), interface="v0")
+OTHER_VIP = Vip(address=ipaddress.IPv4Interface("198.18.0.101/24"), interface="v0")
+
+
+# --- dry-run ------------------------------------------------------------------------------
+
+
+def test_dry_run_in_memory() -> None:
+    backend = DryRunBackend("n1", None)
+    assert backend.name == "dry-run"
+    assert not backend.present(VIP)
+    backend.add(VIP)
+    backend.add(VIP)
+    assert backend.present(VIP)
+    assert not backend.present(OTHER_VIP)
+    assert backend.probe(VIP, 3, 0.08) is None
+    assert backend.announce(VIP) == 0
+    backend.remove(VIP)
+    backend.remove(VIP)
+    assert not backend.present(VIP)
+    backend.close()
+
+
+def test_dry_run_shared_lan(tmp_path: Path) -> None:
+    lan = tmp_path / "lan"
+    n1, n2 = DryRunBackend("n1", lan), DryRunBackend("n2", lan)
+    assert n2.probe(VIP, 3, 0.08) is None  # nothing there yet, not even the folder
+
+    n1.add(VIP)
+    n1.add(VIP)
+    assert (lan / "198.18.0.100" / "n1").is_file()
+    assert n1.present(VIP)
+    assert not n2.present(VIP)
+    assert n2.probe(VIP, 3, 0.08) == "dry-run:n1"
+    assert n1.probe(VIP, 3, 0.08) is None  # our own claim is not an answer
+    assert n2.probe(OTHER_VIP, 3, 0.08) is None
+
+    n1.remove(VIP)
+    n1.remove(VIP)
+    assert not n1.present(VIP)
+    assert n2.probe(VIP, 3, 0.08) is None
+    assert n1.announce(VIP) == 0
+
+
+def test_dry_run_both_claim(tmp_path: Path) -> None:
+    n1, n2 = DryRunBackend("n1", tmp_path), DryRunBackend("n2", tmp_path)
+    n1.add(VIP)
+    n2.add(VIP)
+    assert n1.probe(VIP, 1, 0.0) == "dry-run:n2"
+    assert n2.probe(VIP, 1, 0.0) == "dry-run:n1"
+
+
+def test_dry_run_write_error_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "198.18.0.100").write_text("a file where a folder should be\n")
+    with pytest.raises(BackendError) as caught:
+        DryRunBackend("n1", tmp_path).add(VIP)
+    message = str(caught.value)
+    assert message.startswith("add 198.18.0.100/24 on v0: cannot write ")
+    assert str(tmp_path / "198.18.0.100" / "n1") in message
+    assert caught.value.op is BackendOp.ADD
+
+
+@pytest.mark.parametrize("node", ["", ".", "..", "a/b", ".hidden"])
+def test_dry_run_rejects_unsafe_node(node: str) -> None:
+    with pytest.raises(ValueError, match="cannot be a file name"):
+        DryRunBackend(node, None)
+
+
+def _config(backend: str, lan_dir: Path | None) -> Config:
+    return Config(
+        path=Path("havip.toml"),
+        node="n1",
+        primary="n1",
+        preempt=False,
+        listen=("127.0.0.1", 7411),
+        peer_name="n2",
+        peer_address=("127.0.0.1", 7412),
+        tls=TlsFiles(ca=Path("ca.pem"), cert=Path("n1.pem"), key=Path("n1.key")),
+        timing=Timing(),
+        vips=(VIP,),
+        backend=backend,
+        lan_dir=lan_dir,
+        metrics_listen=None,
+        state_dir=Path("state"),
+    )
+
+
+def test_make_backend(tmp_path: Path) -> None:
+    dry = make_backend(_config("dry-run", tmp_path))
+    assert isinstance(dry, DryRunBackend)
+    assert (dry.node, dry.lan_dir) == ("n1", tmp_path)
+    if sys.platform == "linux":
+        linux = make_backend(_config("linux", None))
+        assert linux.name == "linux"
+        linux.close()
+    with pytest.raises(ValueError, match=r"havip\.toml: backend: unknown backend 'bsd'"):
+        make_backend(_config("bsd", None))
+
+
+def test_label_fits_the_kernel_limit() -> None:
+    from havip.backend_linux import address_label
+
+    assert address_label("eth0") == "eth0:havip"
+    assert address_label("enp0s31f6") == "enp0s31f6:havip"  # 15 bytes exactly
+    assert address_label("enp0s31f6x") == "enp0s31f6x:hv"
+    assert address_label("abcdefghijkl") == "abcdefghijkl:hv"
+    assert address_label("abcdefghijklm") == "abcdefghijklm"
+
+
+# --- Linux, in network namespaces ----------------------------------------------------------
+
+
+def _require_netns() -> None:
+    """Skip without root or `ip` -- except in CI, where that is a failure."""
+    problem = None
+    if sys.platform != "linux":
+        problem = "network namespaces need Linux"
+    elif os.geteuid() != 0:
+        problem = "network namespaces need root"
+    elif shutil.which("ip") is None:
+        problem = "network namespaces need iproute2's `ip`"
+    if problem is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{problem} (CI=true: namespace tests must run)")
+    pytest.skip(problem)
+
+
+def _ip(*args: str) -> str:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30 * SCALE)
+    assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr.strip()}"
+    return proc.stdout
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lab:
+    """Namespace `a` (where the backend runs, interface v0 = 198.18.0.1) wired by a veth pair
+    to namespace `b` (interface v1 = 198.18.0.2), the rest of the LAN."""
+
+    a: str
+    b: str
+    a_mac: str
+    b_mac: str
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    _require_netns()
+    a, b = f"hvtb{os.getpid()}a", f"hvtb{os.getpid()}b"
+    created: list[str] = []
+    try:
+        for ns in (a, b):
+            _ip("netns", "add", ns)
+            created.append(ns)
+        _ip("-n", a, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", b)
+        _ip("-n", a, "addr", "add", "198.18.0.1/24", "dev", "v0")
+        _ip("-n", b, "addr", "add", "198.18.0.2/24", "dev", "v1")
+        for ns, dev in ((a, "lo"), (a, "v0"), (b, "lo"), (b, "v1")):
+            _ip("-n", ns, "link", "set", dev, "up")
+        # b answers probes for addresses it holds, whatever the host's defaults are.
+        for key in ("all", "v1"):
+            _ip("netns", "exec", b, "sysctl", "-qw", f"net.ipv4.conf.{key}.arp_ignore=0")
+        macs = [
+            json.loads(_ip("-n", ns, "-j", "link", "show", dev))[0]["address"]
+            for ns, dev in ((a, "v0"), (b, "v1"))
+        ]
+        yield Lab(a=a, b=b, a_mac=macs[0], b_mac=macs[1])
+    finally:
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30 * SCALE)
+
+
+def _exec_in(ns: str, code: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, sys.executable, "-c", code]
+
+
+_PRELUDE = """
+import asyncio, ipaddress, json, sys
+from havip.backend import BackendError
+from havip.backend_linux import LinuxBackend
+from havip.config import Vip
+vip = Vip(address=ipaddress.IPv4Interface(sys.argv[1]), interface=sys.argv[2])
+backend = LinuxBackend()
+out = {}
+"""
+
+
+def _in_ns(ns: str, body: str, vip: Vip = VIP) -> dict[str, Any]:
+    """Run `body` (after a prelude defining vip, backend, out) in namespace `ns`: pyroute2 and
+    packet sockets work in the namespace of the thread that opens them, so a child process
+    is the clean way in. Returns the `out` dict."""
+    code = _PRELUDE + textwrap.dedent(body) + "\nbackend.close()\nprint(json.dumps(out))\n"
+    proc = subprocess.run(
+        [*_exec_in(ns, code), str(vip), vip.interface],
+        capture_output=True,
+        text=True,
+        timeout=60 * SCALE,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"in {ns}:\n{proc.stderr}"
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return result
+
+
+def _addresses(ns: str, dev: str) -> dict[str, str]:
+    """IPv4 addresses on `dev` in `ns`, as {"198.18.0.1/24": label}."""
+    links = json.loads(_ip("-n", ns, "-j", "-4", "addr", "show", "dev", dev))
+    return {f"{a['local']}/{a['prefixlen']}": a.get("label", "") for a in links[0]["addr_info"]}
+
+
+@pytest.mark.netns
+def test_linux_add_remove(lab: Lab) -> None:
+    out = _in_ns(
+        lab.a,
+        """
+        out["before"] = backend.present(vip)
+        backend.add(vip)
+        backend.add(vip)
+        out["after_add"] = backend.present(vip)
+        """,
+    )
+    assert out == {"before": False, "after_add": True}
+    # Added once, labelled so operators see it is havip's; the host's own address untouched.
+    assert _addresses(lab.a, "v0") == {"198.18.0.1/24": "v0", "198.18.0.100/24": "v0:havip"}
+
+    out = _in_ns(
+        lab.a,
+        """
+        backend.remove(vip)
+        backend.remove(vip)
+        out["after_remove"] = backend.present(vip)
+        """,
+    )
+    assert out == {"after_remove": False}
+    assert _addresses(lab.a, "v0") == {"198.18.0.1/24": "v0"}
+
+
+@pytest.mark.netns
+def test_linux_present_wants_same_prefix(lab: Lab) -> None:
+    _ip("-n", lab.a, "addr", "add", "198.18.0.100/32", "dev", "v0")
+    out = _in_ns(lab.a, 'out["present"] = backend.present(vip)')
+    assert out == {"present": False}
+
+
+@pytest.mark.netns
+def test_linux_short_label_for_long_interface(lab: Lab) -> None:
+    _ip("-n", lab.a, "link", "add", "hvlongname01", "type", "veth", "peer", "name", "hvlongname02")
+    vip = Vip(address=ipaddress.IPv4Interface("198.18.5.1/24"), interface="hvlongname01")
+    out = _in_ns(lab.a, 'backend.add(vip); out["present"] = backend.present(vip)', vip)
+    assert out == {"present": True}
+    assert _addresses(lab.a, "hvlongname01") == {"198.18.5.1/24": "hvlongname01:hv"}
+
+
+@pytest.mark.netns
+def test_linux_missing_interface(lab: Lab) -> None:
+    vip = Vip(address=VIP.address, interface="eth9")
+    out = _in_ns(
+        lab.a,
+        """
+        out["present"] = backend.present(vip)
+        backend.remove(vip)
+        for name, call in (
+            ("add", lambda: backend.add(vip)),
+            ("announce", lambda: backend.announce(vip)),
+            ("probe", lambda: backend.probe(vip, 1, 0.01)),
+        ):
+            try:
+                call()
+            except BackendError as exc:
+                out[name] = str(exc)
+        """,
+        vip,
+    )
+    assert out == {
+        "present": False,
+        "add": "add 198.18.0.100/24 on eth9: interface eth9 does not exist",
+        "announce": "announce 198.18.0.100/24 on eth9: interface eth9 does not exist",
+        "probe": "probe 198.18.0.100/24 on eth9: interface eth9 does not exist",
+    }
+
+
+@pytest.mark.netns
+def test_linux_threads_and_event_loop(lab: Lab) -> None:
+    out = _in_ns(
+        lab.a,
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        def churn(i):
+            for _ in range(20):
+                backend.add(vip)
+                assert backend.present(vip)
+            return True
+        with ThreadPoolExecutor(8) as pool:
+            out["threads"] = all(pool.map(churn, range(8)))
+        async def main():
+            out["to_thread"] = await asyncio.to_thread(backend.present, vip)
+            try:
+                backend.present(vip)
+            except RuntimeError as exc:
+                out["on_loop"] = str(exc)
+            backend.close()  # allowed on the loop, as shutdown code does
+            await asyncio.to_thread(backend.remove, vip)
+            out["reopened"] = await asyncio.to_thread(backend.present, vip)
+        asyncio.run(main())
+        """,
+    )
+    assert out == {
+        "threads": True,
+        "to_thread": True,
+        "on_loop": "LinuxBackend blocks: call it through asyncio.to_thread, not on the loop",
+        "reopened": False,
+    }
+
+
+_CAPTURE = """
+import json, select, socket, sys, time
+dev, vip, want, wait = sys.argv[1], bytes.fromhex(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+s.bind((dev, 0x0806))
+print("ready", flush=True)
+frames = []
+deadline = time.monotonic() + wait
+while len(frames) < want and (left := deadline - time.monotonic()) > 0:
+    if select.select([s], [], [], left)[0]:
+        frame = s.recv(2048)
+        if frame[28:32] == vip:  # ARP sender IP
+            frames.append(frame.hex())
+print(json.dumps(frames), flush=True)
+"""
+
+
+@pytest.mark.netns
+def test_linux_announce(lab: Lab) -> None:
+    # A neighbour that still has the VIP at some old MAC: gratuitous ARP must move it to ours
+    # (Linux heeds unsolicited ARP only for entries it already has, unless arp_accept is set).
+    _ip("-n", lab.b, "neigh", "replace", "198.18.0.100", "lladdr", "02:00:00:00:00:99", "dev", "v1")
+    _ip("-n", lab.b, "neigh", "change", "198.18.0.100", "dev", "v1", "nud", "stale")
+    capture = subprocess.Popen(
+        [*_exec_in(lab.b, _CAPTURE), "v1", VIP.ip.packed.hex(), "6", str(10 * SCALE)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert capture.stdout is not None
+        assert capture.stdout.readline().strip() == "ready"
+        out = _in_ns(lab.a, 'backend.add(vip); out["sent"] = backend.announce(vip)')
+        frames, _ = capture.communicate(timeout=30 * SCALE)
+    finally:
+        if capture.poll() is None:
+            capture.kill()
+            capture.wait()
+    assert out == {"sent": 6}
+    expected = gratuitous_frames(mac_bytes(lab.a_mac), VIP.ip) * 3
+    assert [bytes.fromhex(f) for f in json.loads(frames)] == expected
+    neigh = json.loads(_ip("-n", lab.b, "-j", "neigh", "show", "198.18.0.100", "dev", "v1"))
+    assert [entry["lladdr"] for entry in neigh] == [lab.a_mac]
+
+
+_PROBER = """
+import socket, sys, time
+from ipaddress import IPv4Address
+from havip.arp import probe_frame
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+s.bind((sys.argv[1], 0x0806))
+mac = bytes.fromhex(sys.argv[2].replace(":", ""))
+frame = probe_frame(mac, IPv4Address(sys.argv[3]))
+print("ready", flush=True)
+deadline = time.monotonic() + float(sys.argv[4])
+while time.monotonic() < deadline:
+    s.send(frame)
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.netns
+def test_linux_probe(lab: Lab) -> None:
+    window = repr(0.1 * SCALE)
+    body = f'out["answer"] = backend.probe(vip, 3, {window})'
+    assert _in_ns(lab.a, body) == {"answer": None}
+
+    _ip("-n", lab.b, "addr", "add", "198.18.0.100/24", "dev", "v1")
+    assert _in_ns(lab.a, body) == {"answer": lab.b_mac}
+    # Another address on b is no answer for ours.
+    assert _in_ns(lab.a, body, OTHER_VIP) == {"answer": None}
+
+    _ip("-n", lab.b, "addr", "del", "198.18.0.100/24", "dev", "v1")
+    assert _in_ns(lab.a, body) == {"answer": None}
+
+    # Holding the VIP ourselves is not an answer from someone else.
+    assert _in_ns(lab.a, f"backend.add(vip); {body}") == {"answer": None}
+
+
+@pytest.mark.netns
+def test_linux_probe_ignores_a_rival_probe(lab: Lab) -> None:
+    # b merely probes for the VIP too: that is no holder, so it must not veto (see arp.claims).
+    rival = subprocess.Popen(
+        [*_exec_in(lab.b, _PROBER), "v1", lab.b_mac, "198.18.0.100", str(30 * SCALE)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert rival.stdout is not None
+        assert rival.stdout.readline().strip() == "ready"
+        out = _in_ns(lab.a, f'out["answer"] = backend.probe(vip, 3, {0.1 * SCALE!r})')
+    finally:
+        rival.kill()
+        rival.wait()
+    assert out == {"answer": None}
+
+
+def test_probe_value_errors() -> None:
+    if sys.platform != "linux":
+        pytest.skip("Linux backend")
+    from havip.backend_linux import LinuxBackend
+
+    with pytest.raises(ValueError, match="probe count"):
+        LinuxBackend().probe(VIP, 0, 0.1)
+    with pytest.raises(ValueError, match="garp_rounds"):
+        LinuxBackend(garp_rounds=0)
+
+
+def test_backend_error_is_one_line() -> None:
+    err = BackendError(BackendOp.REMOVE, VIP, "netlink: Operation not permitted (errno 1)")
+    assert str(err) == "remove 198.18.0.100/24 on v0: netlink: Operation not permitted (errno 1)"
+    assert (err.op, err.vip, err.cause) == (
+        BackendOp.REMOVE,
+        VIP,
+        "netlink: Operation not permitted (errno 1)",
+    )
+    assert IPv4Address("198.18.0.100") == err.vip.ip

@@ -1,0 +1,819 @@
+"""Config loading: every rule, with the exact file and key path in each message."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import os
+import re
+import socket
+import sys
+import types
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from havip import config
+from havip.config import (
+    Config,
+    ConfigError,
+    Timing,
+    TlsFiles,
+    Vip,
+    check_environment,
+    format_duration,
+    load_config,
+    parse_duration,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "deploy" / "havip.example.toml"
+
+BASE: dict[str, Any] = {
+    "node": "n1",
+    "primary": "n1",
+    "listen": "198.18.0.1:7411",
+    "peer": {"name": "n2", "address": "198.18.0.2:7411"},
+    "tls": {"ca": "pki/ca.crt", "cert": "pki/n1.crt", "key": "pki/n1.key"},
+    "vip": [{"address": "198.18.0.100/24", "interface": "eth0"}],
+}
+
+DELETE = object()
+
+
+@pytest.fixture(autouse=True)
+def on_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backend "auto" depends on the platform; pin it so results do not."""
+    monkeypatch.setattr(config, "_current_platform", lambda: "linux")
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Enough of a TOML writer for these tests: scalars, tables, arrays of tables."""
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return json.dumps(value)  # a JSON string is a valid TOML basic string
+        if isinstance(value, list):
+            return "[" + ", ".join(scalar(v) for v in value) + "]"
+        return str(value)
+
+    def is_tables(value: Any) -> bool:
+        return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+    # Plain values first: after a [table] header they would land inside that table.
+    lines = [f"{k} = {scalar(v)}" for k, v in data.items() if not isinstance(v, dict | list)]
+    lines += [
+        f"{k} = {scalar(v)}" for k, v in data.items() if isinstance(v, list) and not is_tables(v)
+    ]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {scalar(v)}" for k, v in value.items()]
+        elif is_tables(value):
+            for table in value:
+                lines.append(f"[[{key}]]")
+                lines += [f"{k} = {scalar(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def changed(changes: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of BASE with "a.b" / "vip[1].address" keys set, or removed with DELETE."""
+    data = copy.deepcopy(BASE if base is None else base)
+    for dotted, value in changes.items():
+        node: Any = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            match = re.fullmatch(r"(\w+)\[(\d+)\]", part)
+            if match:
+                items = node.setdefault(match[1], [])
+                while len(items) <= int(match[2]):
+                    items.append({})
+                node = items[int(match[2])]
+            else:
+                node = node.setdefault(part, {})
+        if value is DELETE:
+            del node[parts[-1]]
+        else:
+            node[parts[-1]] = value
+    return data
+
+
+def write(tmp_path: Path, data: dict[str, Any] | str, name: str = "havip.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else to_toml(data))
+    return path
+
+
+def errors_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == "\n".join(caught.value.errors)
+    return caught.value.errors
+
+
+def load(tmp_path: Path, changes: dict[str, Any]) -> Config:
+    return load_config(write(tmp_path, changed(changes)))
+
+
+# --- valid files ---------------------------------------------------------------------
+
+FULL = """
+node = "n1"
+primary = "n2"
+preempt = false
+listen = "0.0.0.0"
+state_dir = "/srv/havip/state"
+
+[peer]
+name = "n2"
+address = "198.18.0.2:7500"
+
+[tls]
+ca = "/etc/havip/pki/ca.crt"
+cert = "certs/n1.crt"
+key = "../keys/n1.key"
+
+[timing]
+profile = "fast"
+keepalive_interval = "25ms"
+dead_time = "0.1s"
+probe_count = 4
+probe_window = "40ms"
+handshake_timeout = "3s"
+reconnect_max = "750ms"
+preempt_delay = "2m"
+
+[[vip]]
+address = "198.18.0.100/24"
+interface = "eth0"
+
+[[vip]]
+address = "198.18.1.6/30"
+interface = "bond0.42"
+
+[backend]
+type = "dry-run"
+lan_dir = "/run/havip/lan"
+
+[metrics]
+listen = "198.18.0.1:9100"
+"""
+
+
+def test_full_file_round_trip(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    assert load_config(path) == Config(
+        path=path,
+        node="n1",
+        primary="n2",
+        preempt=False,
+        listen=("0.0.0.0", 7411),
+        peer_name="n2",
+        peer_address=("198.18.0.2", 7500),
+        tls=TlsFiles(
+            ca=Path("/etc/havip/pki/ca.crt"),
+            cert=tmp_path / "certs/n1.crt",
+            key=tmp_path / "../keys/n1.key",
+        ),
+        timing=Timing(
+            keepalive_interval=0.025,
+            dead_time=0.1,
+            probe_count=4,
+            probe_window=0.04,
+            handshake_timeout=3.0,
+            reconnect_max=0.75,
+            preempt_delay=120.0,
+        ),
+        vips=(
+            Vip(address=ipaddress.IPv4Interface("198.18.0.100/24"), interface="eth0"),
+            Vip(address=ipaddress.IPv4Interface("198.18.1.6/30"), interface="bond0.42"),
+        ),
+        backend="dry-run",
+        lan_dir=Path("/run/havip/lan"),
+        metrics_listen=("198.18.0.1", 9100),
+        state_dir=Path("/srv/havip/state"),
+    )
+
+
+def test_minimal_file_takes_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.preempt is True
+    assert cfg.is_primary
+    assert cfg.state_dir == Path("/var/lib/havip")
+    assert cfg.timing == Timing()
+    assert cfg.backend == "linux"
+    assert cfg.lan_dir is None
+    assert cfg.metrics_listen == ("127.0.0.1", 9741)
+    assert str(cfg.vips[0]) == "198.18.0.100/24"
+    assert cfg.vips[0].ip == ipaddress.IPv4Address("198.18.0.100")
+
+
+def test_example_file_loads() -> None:
+    """The sysadmin's starting point; its TLS files do not exist, which is fine here."""
+    cfg = load_config(EXAMPLE)
+    assert (cfg.node, cfg.peer_name, cfg.primary) == ("n1", "n2", "n1")
+    assert cfg.tls.key == Path("/etc/havip/pki/n1.key")
+    assert not cfg.tls.key.exists()
+    assert cfg.timing == Timing()
+    assert cfg.backend == "linux"
+    assert len(cfg.vips) == 1
+
+
+def test_example_file_documents_every_key() -> None:
+    text = EXAMPLE.read_text()
+    for section, keys in config._KEYS.items():
+        for key in keys:
+            is_table = not section and key in config._KEYS
+            pattern = rf"^\[\[?{key}\]" if is_table else rf"^#?{key} = "
+            assert re.search(pattern, text, re.M), f"{section}.{key} is not in the example"
+
+
+@pytest.mark.parametrize(
+    ("changes", "attr", "expected"),
+    [
+        ({"listen": "198.18.0.1"}, "listen", ("198.18.0.1", 7411)),
+        ({"listen": "0.0.0.0:8000"}, "listen", ("0.0.0.0", 8000)),
+        ({"peer.address": "198.18.0.2"}, "peer_address", ("198.18.0.2", 7411)),
+        ({"peer.address": "198.18.0.2:1"}, "peer_address", ("198.18.0.2", 1)),
+        ({"peer.address": "198.18.0.2:65535"}, "peer_address", ("198.18.0.2", 65535)),
+        ({"metrics.listen": ""}, "metrics_listen", ("127.0.0.1", 9741)),
+        ({"metrics.listen": "off"}, "metrics_listen", None),
+        ({"metrics.listen": "0.0.0.0"}, "metrics_listen", ("0.0.0.0", 9741)),
+        ({"metrics.listen": "198.18.0.1:9100"}, "metrics_listen", ("198.18.0.1", 9100)),
+        ({"metrics": {}}, "metrics_listen", ("127.0.0.1", 9741)),
+        ({"backend.type": "linux"}, "backend", "linux"),
+        ({"backend.type": "dry-run"}, "backend", "dry-run"),
+        ({"backend.type": "dry-run", "backend.lan_dir": "/x"}, "lan_dir", Path("/x")),
+        ({"primary": "n2"}, "is_primary", False),
+        ({"node": "a" * 63, "primary": "n2"}, "node", "a" * 63),
+        ({"node": "N1.example-lab", "primary": "n2"}, "node", "N1.example-lab"),
+        (
+            {"vip[0].address": "198.18.0.1/31"},
+            "vips",
+            (Vip(address=ipaddress.IPv4Interface("198.18.0.1/31"), interface="eth0"),),
+        ),
+        (
+            {"vip[0].interface": "a" * 15},
+            "vips",
+            (Vip(address=ipaddress.IPv4Interface("198.18.0.100/24"), interface="a" * 15),),
+        ),
+        ({"preempt": False}, "preempt", False),
+    ],
+)
+def test_valid_values(tmp_path: Path, changes: dict[str, Any], attr: str, expected: object) -> None:
+    assert getattr(load(tmp_path, changes), attr) == expected
+
+
+# --- one error each, with its key path --------------------------------------------------
+
+ERROR_CASES: list[tuple[dict[str, Any], str, str]] = [
+    # unknown keys, everywhere
+    ({"nodes": "n1"}, "nodes", 'unknown key (typo?); did you mean "node"?'),
+    ({"peer.nme": "n2"}, "peer.nme", "unknown key (typo?)"),
+    ({"tls.crt": "x"}, "tls.crt", "unknown key (typo?)"),
+    ({"timing.dead_tme": "1s"}, "timing.dead_tme", 'did you mean "dead_time"?'),
+    ({"vip[0].iface": "eth0"}, "vip[0].iface", "unknown key (typo?)"),
+    ({"backend.kind": "linux"}, "backend.kind", "unknown key (typo?)"),
+    ({"metrics.port": 9100}, "metrics.port", "unknown key (typo?)"),
+    ({"zzz": {"a": 1}}, "zzz", "unknown key (typo?)"),
+    # wrong types
+    ({"node": 5}, "node", "must be a string, got integer 5"),
+    ({"node": {"a": 1}}, "node", "must be a string, got table"),
+    ({"listen": ["198.18.0.1"]}, "listen", "must be a string, got array"),
+    ({"timing.dead_time": 0.5}, "timing.dead_time", "(got 0.5)"),
+    ({"preempt": "yes"}, "preempt", 'must be a boolean, got string "yes"'),
+    ({"listen": 7411}, "listen", "must be a string, got integer 7411"),
+    ({"timing.probe_count": "3"}, "timing.probe_count", 'must be an integer, got string "3"'),
+    ({"timing.probe_count": True}, "timing.probe_count", "must be an integer, got boolean true"),
+    ({"timing.profile": 1}, "timing.profile", "must be a string"),
+    ({"timing.dead_time": 200}, "timing.dead_time", 'duration needs a unit, e.g. "200ms"'),
+    ({"timing.dead_time": 0.2}, "timing.dead_time", 'duration needs a unit, e.g. "200ms"'),
+    ({"timing.dead_time": True}, "timing.dead_time", "must be a duration string"),
+    ({"peer": "n2"}, "peer", 'must be a table ([peer]), got string "n2"'),
+    ({"tls": ["a"]}, "tls", "must be a table ([tls])"),
+    ({"vip": {"address": "198.18.0.100/24"}}, "vip", "must be an array of [[vip]] tables"),
+    ({"vip": ["198.18.0.100/24"]}, "vip", "must be an array of [[vip]] tables"),
+    ({"tls.ca": ""}, "tls.ca", "must not be empty"),
+    ({"state_dir": 1}, "state_dir", "must be a string"),
+    # missing required keys
+    ({"node": DELETE}, "node", "required key missing"),
+    ({"primary": DELETE}, "primary", "required key missing"),
+    ({"listen": DELETE}, "listen", "required key missing"),
+    ({"peer.name": DELETE}, "peer.name", "required key missing"),
+    ({"peer.address": DELETE}, "peer.address", "required key missing"),
+    ({"tls.ca": DELETE}, "tls.ca", "required key missing"),
+    ({"tls.cert": DELETE}, "tls.cert", "required key missing"),
+    ({"tls.key": DELETE}, "tls.key", "required key missing"),
+    ({"vip": DELETE}, "vip", "at least one [[vip]] table is required"),
+    ({"vip": []}, "vip", "at least one [[vip]] table is required"),
+    ({"vip[0].address": DELETE}, "vip[0].address", "required key missing"),
+    ({"vip[0].interface": DELETE}, "vip[0].interface", "required key missing"),
+    # names
+    ({"peer.name": "n1"}, "peer.name", 'must differ from node (both are "n1")'),
+    ({"primary": "n3"}, "primary", 'must be node ("n1") or peer.name ("n2"), got "n3"'),
+    ({"node": "-n1", "primary": "n2"}, "node", "is not a valid node name"),
+    ({"node": "n_1", "primary": "n2"}, "node", "is not a valid node name"),
+    ({"node": "a" * 64, "primary": "n2"}, "node", "is not a valid node name"),
+    ({"node": "", "primary": "n2"}, "node", "is not a valid node name"),
+    ({"peer.name": "n 2"}, "peer.name", "is not a valid node name"),
+    # addresses
+    ({"listen": "198.18.0.1:0"}, "listen", "port 0"),
+    ({"listen": "198.18.0.1:65536"}, "listen", "port 65536"),
+    ({"listen": "198.18.0.1:http"}, "listen", 'port "http"'),
+    ({"listen": "198.18.0.1:"}, "listen", 'port ""'),
+    ({"listen": ""}, "listen", "empty address"),
+    ({"peer.address": "n2.example:7411"}, "peer.address", "is not an IPv4 address"),
+    ({"peer.address": "198.18.0.256"}, "peer.address", "is not an IPv4 address"),
+    ({"peer.address": "[2001:db8::2]:7411"}, "peer.address", "IPv6"),
+    ({"listen": "::"}, "listen", "not supported yet (a later issue)"),
+    ({"peer.address": "0.0.0.0:7411"}, "peer.address", "0.0.0.0 is only allowed where"),
+    ({"metrics.listen": "localhost:9741"}, "metrics.listen", '; or "off" to disable'),
+    ({"metrics.listen": "198.18.0.1:7411"}, "metrics.listen", "clashes with listen"),
+    ({"metrics.listen": False}, "metrics.listen", "must be a string"),
+    # VIPs
+    ({"vip[0].address": "198.18.0.100"}, "vip[0].address", "needs a prefix length"),
+    ({"vip[0].address": "198.18.0.100/33"}, "vip[0].address", 'prefix length "/33"'),
+    ({"vip[0].address": "198.18.0.100/x"}, "vip[0].address", 'prefix length "/x"'),
+    ({"vip[0].address": "198.18.0/24"}, "vip[0].address", "is not an IPv4 address"),
+    ({"vip[0].address": "2001:db8::1/64"}, "vip[0].address", "a later issue"),
+    ({"vip[0].address": "198.18.0.0/24"}, "vip[0].address", "network address of"),
+    ({"vip[0].address": "198.18.0.255/24"}, "vip[0].address", "broadcast address of"),
+    ({"vip[0].address": "224.0.0.18/32"}, "vip[0].address", "not a unicast address"),
+    ({"vip[0].interface": ""}, "vip[0].interface", "must not be empty"),
+    ({"vip[0].interface": "a" * 16}, "vip[0].interface", "longer than 15 characters"),
+    ({"vip[0].interface": "eth/0"}, "vip[0].interface", "not a valid interface name"),
+    ({"vip[0].interface": "eth 0"}, "vip[0].interface", "not a valid interface name"),
+    (
+        {"vip[1].address": "198.18.0.100/25", "vip[1].interface": "eth1"},
+        "vip[1].address",
+        "198.18.0.100 is already vip[0].address",
+    ),
+    # timing
+    ({"timing.profile": "slow"}, "timing.profile", 'unknown profile "slow"'),
+    ({"timing.dead_time": "0ms"}, "timing.dead_time", "must be positive (got 0ms)"),
+    ({"timing.handshake_timeout": "0s"}, "timing.handshake_timeout", "must be positive"),
+    ({"timing.preempt_delay": "0s"}, "timing.preempt_delay", "must be positive"),
+    ({"timing.keepalive_interval": "-5ms"}, "timing.keepalive_interval", "must not be negative"),
+    ({"timing.probe_window": "80"}, "timing.probe_window", "duration needs a unit"),
+    ({"timing.probe_window": "80us"}, "timing.probe_window", 'unknown unit "us"'),
+    ({"timing.probe_count": 0}, "timing.probe_count", "must be from 1 to 10 (got 0)"),
+    ({"timing.probe_count": 11}, "timing.probe_count", "must be from 1 to 10 (got 11)"),
+    (
+        {"timing.dead_time": "100ms"},
+        "timing.dead_time",
+        "must be more than 2 x timing.keepalive_interval (got 100ms vs 50ms)",
+    ),
+    (
+        {"timing.probe_window": "1.1s"},
+        "timing.probe_window",
+        "must be at most 5 x timing.dead_time (got 1.1s vs 200ms)",
+    ),
+    (
+        {"timing.reconnect_max": "40ms"},
+        "timing.reconnect_max",
+        "must be at least timing.keepalive_interval (got 40ms vs 50ms)",
+    ),
+    # backend
+    ({"backend.type": "xen"}, "backend.type", 'unknown backend "xen"'),
+    ({"backend.type": "linux", "backend.lan_dir": "/x"}, "backend.lan_dir", '"dry-run"'),
+    ({"backend.lan_dir": "/x"}, "backend.lan_dir", 'only meaningful with type = "dry-run"'),
+    ({"backend.type": "dry-run", "backend.lan_dir": ""}, "backend.lan_dir", "must not be empty"),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "message"), ERROR_CASES, ids=[case[1] for case in ERROR_CASES]
+)
+def test_one_error(tmp_path: Path, changes: dict[str, Any], key: str, message: str) -> None:
+    path = write(tmp_path, changed(changes))
+    errors = errors_of(path)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"{path}: {key}: "), errors[0]
+    assert message in errors[0]
+
+
+def test_error_line_has_the_documented_shape(tmp_path: Path) -> None:
+    path = write(tmp_path, changed({"timing.dead_time": "80ms"}))
+    assert errors_of(path) == [
+        f"{path}: timing.dead_time: must be more than 2 x timing.keepalive_interval "
+        "(got 80ms vs 50ms)"
+    ]
+
+
+def test_all_errors_are_collected_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        changed(
+            {
+                "node": DELETE,
+                "peer": DELETE,
+                "preempt": "no",
+                "colour": "blue",
+                "timing.dead_time": "80ms",
+                "timing.probe_count": 0,
+                "vip[0].interface": "",
+                "vip[1].address": "198.18.0.300/24",
+                "vip[1].interface": "eth0",
+                "backend.type": "bsd",
+                "metrics.listen": "::1",
+            }
+        ),
+    )
+    keys = [error.removeprefix(f"{path}: ").split(": ")[0] for error in errors_of(path)]
+    assert sorted(keys) == sorted(
+        [
+            "colour",
+            "node",
+            "preempt",
+            "peer.name",
+            "peer.address",
+            "timing.probe_count",
+            "vip[0].interface",
+            "vip[1].address",
+            "backend.type",
+            "metrics.listen",
+        ]
+    )
+
+
+def test_cross_rules_run_once_single_values_are_good(tmp_path: Path) -> None:
+    """dead_time 80ms would break the 2x rule, but a broken interval is reported alone."""
+    changes = {"timing.keepalive_interval": "5", "timing.dead_time": "80ms"}
+    errors = errors_of(write(tmp_path, changed(changes)))
+    assert len(errors) == 1
+    assert "timing.keepalive_interval: duration needs a unit" in errors[0]
+
+
+# --- whole-file failures -----------------------------------------------------------------
+
+
+def test_toml_syntax_error_is_one_error_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'node = "n1"\nprimary = \n')
+    errors = errors_of(path)
+    assert len(errors) == 1
+    assert errors[0].startswith(f"{path}: invalid TOML: ")
+    assert "line 2" in errors[0]
+
+
+def test_duplicate_toml_key_is_a_syntax_error(tmp_path: Path) -> None:
+    errors = errors_of(write(tmp_path, 'node = "n1"\nnode = "n2"\n'))
+    assert len(errors) == 1 and "line 2" in errors[0]
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "not-utf8"])
+def test_unreadable_file_is_one_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "havip.toml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not-utf8":
+        path.write_bytes(b'node = "n\xff"\n')
+    errors = errors_of(path)
+    assert len(errors) == 1
+    expected = {"missing": "cannot read", "directory": "cannot read", "not-utf8": "not UTF-8"}
+    assert errors[0].startswith(f"{path}: {expected[kind]}")
+
+
+# --- paths -------------------------------------------------------------------------------
+
+
+def test_relative_paths_are_relative_to_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    data = changed(
+        {
+            "tls.ca": "/abs/ca.crt",
+            "state_dir": "state",
+            "backend.type": "dry-run",
+            "backend.lan_dir": "../lan",
+        }
+    )
+    write(etc, data)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the daemon's working folder must not matter
+    cfg = load_config(Path("../etc/havip.toml"))
+    assert cfg.path == Path("../etc/havip.toml")
+    assert cfg.tls.ca == Path("/abs/ca.crt")
+    assert cfg.tls.cert.is_absolute()
+    assert cfg.tls.cert.resolve() == etc / "pki" / "n1.crt"
+    assert cfg.tls.key.resolve() == etc / "pki" / "n1.key"
+    assert cfg.state_dir.resolve() == etc / "state"
+    assert cfg.lan_dir is not None and cfg.lan_dir.resolve() == tmp_path / "lan"
+
+
+# --- timing profiles ------------------------------------------------------------------
+
+
+def test_default_profile_matches_timing_defaults() -> None:
+    assert Timing() == Timing(**config.PROFILES["default"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("timing", "expected"),
+    [
+        ({}, Timing()),
+        ({"profile": "default"}, Timing()),
+        (
+            {"profile": "fast"},
+            Timing(keepalive_interval=0.02, dead_time=0.06, probe_count=3, probe_window=0.03),
+        ),
+        (
+            {"profile": "fast", "dead_time": "100ms", "probe_count": 5},
+            Timing(keepalive_interval=0.02, dead_time=0.1, probe_count=5, probe_window=0.03),
+        ),
+        (
+            {"keepalive_interval": "100ms", "dead_time": "1s"},
+            Timing(keepalive_interval=0.1, dead_time=1.0),
+        ),
+        (
+            {"preempt_delay": "2m", "handshake_timeout": "500ms"},
+            Timing(preempt_delay=120.0, handshake_timeout=0.5),
+        ),
+    ],
+)
+def test_profiles_and_overrides(tmp_path: Path, timing: dict[str, Any], expected: Timing) -> None:
+    assert load_config(write(tmp_path, {**BASE, "timing": timing})).timing == expected
+
+
+def test_cross_rules_see_the_profile_values(tmp_path: Path) -> None:
+    path = write(tmp_path, {**BASE, "timing": {"profile": "fast", "dead_time": "40ms"}})
+    assert errors_of(path) == [
+        f"{path}: timing.dead_time: must be more than 2 x timing.keepalive_interval "
+        "(got 40ms vs 20ms)"
+    ]
+
+
+# --- backend and platform ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ({}, 'backend.type: "auto" has no backend for this platform (sunos5)'),
+        ({"type": "auto"}, '"linux" (Linux only) and "dry-run"'),
+        ({"type": "linux"}, 'backend.type: "linux" needs Linux (this is sunos5)'),
+    ],
+)
+def test_backend_on_another_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: dict[str, Any], expected: str
+) -> None:
+    monkeypatch.setattr(config, "_current_platform", lambda: "sunos5")
+    errors = errors_of(write(tmp_path, {**BASE, "backend": backend}))
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+def test_dry_run_works_on_any_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_current_platform", lambda: "darwin")
+    assert load(tmp_path, {"backend.type": "dry-run"}).backend == "dry-run"
+
+
+# --- durations ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("200ms", 0.2),
+        ("50ms", 0.05),
+        ("1.5s", 1.5),
+        ("2m", 120.0),
+        ("0.5ms", 0.0005),
+        (".5s", 0.5),
+        ("0ms", 0.0),
+        (" 80ms ", 0.08),
+        ("1 s", 1.0),
+        ("007s", 7.0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("200", 'duration needs a unit, e.g. "200ms"'),
+        ("1.5", 'duration needs a unit, e.g. "200ms"'),
+        ("", "empty duration"),
+        ("   ", "empty duration"),
+        ("-1s", "must not be negative"),
+        ("1h", 'unknown unit "h"'),
+        ("200us", 'unknown unit "us"'),
+        ("5MS", 'unknown unit "MS"'),
+        ("ms", "not a duration"),
+        ("1.2.3s", "not a duration"),
+        ("1e3ms", "not a duration"),
+        ("1s2", "not a duration"),
+        ("1m30s", "not a duration"),
+        ("+1s", "not a duration"),
+        ("inf s", "not a duration"),
+    ],
+)
+def test_parse_duration_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.05, "50ms"),
+        (0.2, "200ms"),
+        (0.0005, "0.5ms"),
+        (0.0, "0ms"),
+        (1.0, "1s"),
+        (1.5, "1.5s"),
+        (90.0, "90s"),
+        (60.0, "1m"),
+        (120.0, "2m"),
+        (0.1 + 0.2, "300ms"),
+        (-0.05, "-50ms"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@given(st.integers(min_value=0, max_value=10**9), st.sampled_from(["ms", "s", "m"]))
+def test_format_reads_back(number: int, unit: str) -> None:
+    seconds = parse_duration(f"{number / 10}{unit}")
+    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds, rel=1e-12)
+
+
+# --- check_environment ------------------------------------------------------------------
+
+PkiCalls = list[tuple[Path, Path, Path, str]]
+
+
+@pytest.fixture
+def fake_pki(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[list[str]], PkiCalls]]:
+    """Stands in for havip.pki, so these tests do not depend on certificates."""
+
+    def install(answer: list[str]) -> PkiCalls:
+        calls: PkiCalls = []
+
+        def verify_node_files(
+            ca: Path, cert: Path, key: Path, node: str, now: datetime | None = None
+        ) -> list[str]:
+            calls.append((ca, cert, key, node))
+            return answer
+
+        module = types.ModuleType("havip.pki")
+        setattr(module, "verify_node_files", verify_node_files)  # noqa: B010
+        monkeypatch.setitem(sys.modules, "havip.pki", module)
+        return calls
+
+    yield install
+
+
+def env_config(tmp_path: Path, changes: dict[str, Any]) -> Config:
+    pki = tmp_path / "pki"
+    pki.mkdir(exist_ok=True)
+    for name in ("ca.crt", "n1.crt", "n1.key"):
+        (pki / name).write_text("x")
+    state = {"state_dir": str(tmp_path / "state")}
+    return load_config(write(tmp_path, changed({"backend.type": "dry-run", **state, **changes})))
+
+
+def test_environment_all_good(tmp_path: Path, fake_pki: Callable[[list[str]], PkiCalls]) -> None:
+    calls = fake_pki([])
+    cfg = env_config(tmp_path, {})
+    assert check_environment(cfg) == []
+    assert calls == [(cfg.tls.ca, cfg.tls.cert, cfg.tls.key, "n1")]
+    assert not cfg.state_dir.exists()  # checking never creates anything
+
+
+def test_environment_reports_pki_problems_under_their_key(
+    tmp_path: Path, fake_pki: Callable[[list[str]], PkiCalls]
+) -> None:
+    cert, key = tmp_path / "pki" / "n1.crt", tmp_path / "pki" / "n1.key"
+    fake_pki([f"{cert}: does not name node n1", f"{key}: readable by others", "odd: thing"])
+    cfg = env_config(tmp_path, {})
+    assert check_environment(cfg) == [
+        f"{cfg.path}: tls.cert: {cert}: does not name node n1",
+        f"{cfg.path}: tls.key: {key}: readable by others",
+        f"{cfg.path}: tls: odd: thing",
+    ]
+
+
+def test_environment_with_real_certificates(tmp_path: Path) -> None:
+    """The real havip.pki: good files pass; a loose key and someone else's cert do not."""
+    from havip import pki
+
+    pki.init_pki(tmp_path / "pki", [pki.NodeSpec(name="n1"), pki.NodeSpec(name="n2")])
+    cfg = load_config(
+        write(tmp_path, changed({"backend.type": "dry-run", "state_dir": str(tmp_path)}))
+    )
+    assert check_environment(cfg) == []
+
+    cfg.tls.key.chmod(0o644)
+    problems = check_environment(cfg)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{cfg.path}: tls.key: {cfg.tls.key}: ")
+
+    cfg.tls.key.chmod(0o600)
+    wrong = load_config(
+        write(
+            tmp_path,
+            changed(
+                {"backend.type": "dry-run", "state_dir": str(tmp_path), "tls.cert": "pki/n2.crt"}
+            ),
+        )
+    )
+    keys = {line.removeprefix(f"{wrong.path}: ").split(":")[0] for line in check_environment(wrong)}
+    assert keys == {"tls.cert", "tls.key"}  # names n2, and n1.key does not match it
+
+
+def test_environment_unreadable_files_skip_the_certificate_check(
+    tmp_path: Path, fake_pki: Callable[[list[str]], PkiCalls]
+) -> None:
+    calls = fake_pki([])
+    cfg = env_config(tmp_path, {"tls.ca": "nowhere/ca.crt", "tls.key": "pki"})
+    problems = check_environment(cfg)
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{cfg.path}: tls.ca: cannot read {tmp_path}/nowhere/ca.crt")
+    assert problems[1].startswith(f"{cfg.path}: tls.key: cannot read {tmp_path}/pki")
+    assert calls == []
+
+
+def test_environment_interfaces_checked_for_linux_only(
+    tmp_path: Path, fake_pki: Callable[[list[str]], PkiCalls]
+) -> None:
+    fake_pki([])
+    existing = socket.if_nameindex()[0][1]
+    vips = {
+        "vip[0].interface": existing,
+        "vip[1].address": "198.18.0.101/24",
+        "vip[1].interface": "havipnone0",
+    }
+    linux = env_config(tmp_path, {**vips, "backend.type": "linux"})
+    assert check_environment(linux) == [
+        f'{linux.path}: vip[1].interface: no interface "havipnone0" on this host'
+    ]
+    dry_run = env_config(tmp_path, vips)
+    assert check_environment(dry_run) == []
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("file", "exists but is not a folder"),
+        ("under-file", "is not a folder"),
+        ("new", None),
+        ("new-deep", None),
+        ("exists", None),
+    ],
+)
+def test_environment_state_dir(
+    tmp_path: Path, fake_pki: Callable[[list[str]], PkiCalls], layout: str, message: str | None
+) -> None:
+    fake_pki([])
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    state = {
+        "file": blocker,
+        "under-file": blocker / "state",
+        "new": tmp_path / "state",
+        "new-deep": tmp_path / "a" / "b" / "state",
+        "exists": tmp_path,
+    }[layout]
+    cfg = env_config(tmp_path, {"state_dir": str(state)})
+    problems = check_environment(cfg)
+    if message is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1
+        assert problems[0].startswith(f"{cfg.path}: state_dir: ")
+        assert message in problems[0]
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_environment_unwritable_folders(
+    tmp_path: Path,
+    fake_pki: Callable[[list[str]], PkiCalls],
+    monkeypatch: pytest.MonkeyPatch,
+    exists: bool,
+) -> None:
+    """Root may write anywhere, so pretend: os.access says no."""
+    fake_pki([])
+    folder = tmp_path / "state"
+    if exists:
+        folder.mkdir()
+    cfg = env_config(tmp_path, {"state_dir": str(folder), "backend.lan_dir": str(folder)})
+    monkeypatch.setattr(os, "access", lambda *_args, **_kw: False)
+    problems = check_environment(cfg)
+    assert [p.removeprefix(f"{cfg.path}: ").split(":")[0] for p in problems] == [
+        "state_dir",
+        "backend.lan_dir",
+    ]
+    assert all("not writable" in p for p in problems)

@@ -1,0 +1,473 @@
+"""The namespace lab and the client probe: pure analysis tests, then the real lab (root)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from havip.lab import VIP, Lab
+from havip.labclient import (
+    ArpMode,
+    Sample,
+    arp_request_frame,
+    double_answers,
+    first_answer_from,
+    garp_frames,
+    load_samples,
+    mac_bytes,
+    mac_str,
+    max_outage_ms,
+    outages,
+    parse_arp_answer,
+    parse_sample,
+)
+
+MAC1 = "02:00:00:00:00:01"
+MAC2 = "02:00:00:00:00:02"
+LABCLIENT = [sys.executable, "-m", "havip.labclient"]
+
+
+def _samples(pattern: str, *, interval: float = 0.01, t0: float = 1000.0) -> list[Sample]:
+    """One sample per character: '1'/'2' answered by n1/n2, '.' unanswered, 'd' double ARP."""
+    out = []
+    for seq, ch in enumerate(pattern):
+        t = t0 + seq * interval
+        answer = {"1": "n1", "2": "n2", "d": "n1"}.get(ch)
+        macs = {"1": (MAC1,), "2": (MAC2,), "d": (MAC1, MAC2), ".": ()}[ch]
+        out.append(
+            Sample(
+                seq=seq,
+                t_send=t,
+                answer=answer,
+                t_answer=None if answer is None else t + 0.001,
+                arp_macs=macs,
+            )
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- pure analysis
+
+
+def test_outages_finds_runs_with_nodes_and_durations() -> None:
+    found = outages(_samples("11...22.2"))
+    assert [(o.lost, o.node_before, o.node_after, o.ended) for o in found] == [
+        (3, "n1", "n2", True),
+        (1, "n2", "n2", True),
+    ]
+    assert found[0].start == pytest.approx(1000.02)
+    assert found[0].end == pytest.approx(1000.05)
+    assert found[0].duration_ms == pytest.approx(30.0)
+    assert found[1].duration_ms == pytest.approx(10.0)
+
+
+def test_outages_at_the_edges() -> None:
+    assert outages(_samples("1111")) == []
+    assert outages([]) == []
+    leading = outages(_samples("..1"))
+    assert (leading[0].node_before, leading[0].node_after, leading[0].lost) == (None, "n1", 2)
+    trailing = outages(_samples("1..."))
+    assert len(trailing) == 1
+    assert trailing[0].ended is False
+    assert trailing[0].node_after is None
+    assert trailing[0].duration_ms == pytest.approx(20.0)  # a lower bound
+
+
+def test_outages_sort_by_seq() -> None:
+    samples = _samples("1..2")
+    assert outages(list(reversed(samples))) == outages(samples)
+
+
+def test_max_outage_ms_with_and_without_window() -> None:
+    samples = _samples("1.1....1..2")
+    assert max_outage_ms(samples) == pytest.approx(40.0)
+    # Only rounds sent from t=1000.07 on: the two-round outage.
+    assert max_outage_ms(samples, start=1000.07) == pytest.approx(20.0)
+    assert max_outage_ms(samples, end=1000.02) == pytest.approx(10.0)
+    assert max_outage_ms(_samples("111")) == 0.0
+    assert max_outage_ms([]) == 0.0
+
+
+def test_double_answers_counts_rounds_with_two_macs() -> None:
+    assert double_answers(_samples("11d2d.")) == 2
+    repeated = [Sample(seq=0, t_send=1.0, answer="n1", t_answer=1.0, arp_macs=(MAC1, MAC1))]
+    assert double_answers(repeated) == 0
+
+
+def test_first_answer_from() -> None:
+    samples = _samples("1..22")
+    assert first_answer_from(samples, "n2", after=0.0) == pytest.approx(1000.031)
+    assert first_answer_from(samples, "n2", after=1000.035) == pytest.approx(1000.041)
+    assert first_answer_from(samples, "n1", after=1000.005) is None
+    assert first_answer_from(samples, "n3", after=0.0) is None
+
+
+def test_load_samples_round_trip_and_partial_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "probe.jsonl"
+    lines = [
+        {"seq": 1, "t_send": 2.0, "answer": None, "t_answer": None, "arp_macs": []},
+        {"seq": 0, "t_send": 1.0, "answer": "n1", "t_answer": 1.5, "arp_macs": [MAC1]},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"seq": 2, "t_')
+    samples = load_samples(path)
+    assert [s.seq for s in samples] == [0, 1]
+    assert samples[0] == Sample(seq=0, t_send=1.0, answer="n1", t_answer=1.5, arp_macs=(MAC1,))
+    assert samples[1].answer is None
+
+
+def test_load_samples_names_file_and_line_of_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"seq": 0, "t_send": 1.0, "answer": null, "t_answer": null, "arp_macs": []}\n')
+    path.write_text(path.read_text() + '{"seq": "x"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: bad sample line"):
+        load_samples(path)
+    with pytest.raises(ValueError, match="bad sample line"):
+        parse_sample("not json")
+
+
+# ----------------------------------------------------------------------------- ARP frames
+
+
+def test_arp_request_frame_golden_bytes() -> None:
+    frame = arp_request_frame(
+        sender_mac=mac_bytes("02:00:00:00:00:0a"),
+        sender_ip=bytes([198, 18, 0, 10]),
+        target_ip=bytes([198, 18, 0, 100]),
+    )
+    expected = bytes.fromhex(
+        "ffffffffffff"
+        "02000000000a"
+        "0806"  # ethernet: broadcast, from us, ARP
+        "0001"
+        "0800"
+        "06"
+        "04"
+        "0001"  # ethernet/IPv4, request
+        "02000000000a"
+        "c612000a"  # sender MAC, IP
+        "000000000000"
+        "c6120064"  # target MAC (unknown), IP
+    ).ljust(60, b"\x00")
+    assert frame == expected
+
+
+def test_garp_frames_golden_bytes() -> None:
+    request, reply = garp_frames(mac=mac_bytes(MAC2), ip=bytes([198, 18, 0, 100]))
+    body = "000108000604"
+    assert request == bytes.fromhex(
+        "ffffffffffff0200000000020806" + body + "0001020000000002c6120064000000000000c6120064"
+    ).ljust(60, b"\x00")
+    assert reply == bytes.fromhex(
+        "ffffffffffff0200000000020806" + body + "0002020000000002c6120064020000000002c6120064"
+    ).ljust(60, b"\x00")
+
+
+def _reply(*, sha: str, spa: bytes, tha: str, tpa: bytes) -> bytes:
+    header = mac_bytes(tha) + mac_bytes(sha) + b"\x08\x06"
+    body = bytes.fromhex("0001080006040002") + mac_bytes(sha) + spa + mac_bytes(tha) + tpa
+    return header + body
+
+
+def test_parse_arp_answer_accepts_only_answers_to_us() -> None:
+    vip, me = bytes([198, 18, 0, 100]), bytes([198, 18, 0, 10])
+    my_mac = "02:00:00:00:00:0a"
+    kwargs = {"vip": vip, "asker_ip": me, "asker_mac": mac_bytes(my_mac)}
+    good = _reply(sha=MAC1, spa=vip, tha=my_mac, tpa=me)
+    assert parse_arp_answer(good, **kwargs) == MAC1
+    assert parse_arp_answer(good[:41], **kwargs) is None
+    other_ip = _reply(sha=MAC1, spa=bytes([198, 18, 0, 1]), tha=my_mac, tpa=me)
+    assert parse_arp_answer(other_ip, **kwargs) is None
+    not_for_us = _reply(sha=MAC1, spa=vip, tha=MAC2, tpa=bytes([198, 18, 0, 2]))
+    assert parse_arp_answer(not_for_us, **kwargs) is None
+    _, garp_reply = garp_frames(mac=mac_bytes(MAC2), ip=vip)
+    assert parse_arp_answer(garp_reply, **kwargs) is None
+    request = arp_request_frame(sender_mac=mac_bytes(MAC1), sender_ip=vip, target_ip=me)
+    assert parse_arp_answer(request, **kwargs) is None
+
+
+def test_mac_helpers() -> None:
+    assert mac_str(mac_bytes("AA:bb:0c:00:00:01")) == "aa:bb:0c:00:00:01"
+    with pytest.raises(ValueError, match="not a MAC"):
+        mac_bytes("aa:bb")
+
+
+# ----------------------------------------------------------------------------- probe on loopback
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_for(what: str, predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(step)
+
+
+def _start_local_echo(port: int) -> subprocess.Popen[str]:
+    echo = subprocess.Popen(
+        [*LABCLIENT, "echo", "--name", "lo", "--port", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert echo.stdout is not None
+    assert echo.stdout.readline().strip() == "ready"
+    return echo
+
+
+def _loopback_client_argv(port: int, *, duration: float, out: Path) -> list[str]:
+    args = ["client", "--vip", "127.0.0.1", "--port", str(port), "--arp-mode", "off"]
+    return [*LABCLIENT, *args, "--duration", str(duration), "--out", str(out)]
+
+
+def test_client_and_echo_on_loopback_without_root(tmp_path: Path, time_scale: float) -> None:
+    port = _free_udp_port()
+    echo = _start_local_echo(port)
+    out = tmp_path / "probe.jsonl"
+    try:
+        done = subprocess.run(
+            _loopback_client_argv(port, duration=0.3, out=out),
+            capture_output=True,
+            text=True,
+            timeout=10 * time_scale,
+            check=False,
+        )
+    finally:
+        echo.kill()
+        echo.wait()
+    assert done.returncode == 0, done.stderr
+    samples = load_samples(out)
+    assert len(samples) >= 5
+    assert [s.seq for s in samples] == list(range(len(samples)))
+    assert {s.answer for s in samples} == {"lo"}
+    assert all(s.t_answer is not None and s.t_answer >= s.t_send for s in samples)
+    assert all(s.arp_macs == () for s in samples)
+
+
+def test_client_stops_on_sigterm_and_writes_the_rest(tmp_path: Path, time_scale: float) -> None:
+    port = _free_udp_port()
+    echo = _start_local_echo(port)
+    out = tmp_path / "probe.jsonl"
+    client = subprocess.Popen(_loopback_client_argv(port, duration=60, out=out))
+    try:
+        # Lines appear while it runs (flushed about every 100 ms).
+        _wait_for(
+            "live output", lambda: out.exists() and len(load_samples(out)) >= 5, 10 * time_scale
+        )
+        client.send_signal(signal.SIGTERM)
+        client.wait(timeout=5 * time_scale)
+    finally:
+        client.kill()
+        client.wait()
+        echo.kill()
+        echo.wait()
+    assert client.returncode == 0
+    samples = load_samples(out)
+    assert out.read_text().endswith("\n")
+    assert [s.seq for s in samples] == list(range(len(samples)))
+    assert samples[-1].answer == "lo"  # in-flight rounds got their grace period
+
+
+def test_client_rejects_bad_arguments() -> None:
+    done = subprocess.run(
+        [*LABCLIENT, "client", "--vip", "127.0.0.1", "--interval", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--interval: 0.0 is outside" in done.stderr
+
+
+def test_lab_names_are_checked_and_short() -> None:
+    lab = Lab()
+    assert lab.ns_name("n1").startswith(lab.prefix)
+    assert len({lab.ns_name(n) for n in ("lan", "n1", "n2", "client")}) == 4
+    assert all(len(lab.port_name(n)) <= 15 for n in ("n1", "n2", "client"))
+    assert Lab().prefix != lab.prefix
+    with pytest.raises(ValueError, match="unknown lab node 'n3'"):
+        lab.ns_name("n3")
+    with pytest.raises(ValueError, match="longer than 12"):
+        Lab(prefix="x" * 13)
+    lab.destroy()  # never created: a no-op
+
+
+# ----------------------------------------------------------------------------- the real lab
+
+
+def _reaches(lab: Lab, node: str, ip: str, timeout: float) -> bool:
+    argv = lab.python_argv("havip.labclient", "send", "--to", ip, "--timeout", str(timeout))
+    return lab.exec(node, argv, timeout=timeout + 30, check=False).returncode == 0
+
+
+def _probe(lab: Lab, out: Path, duration: float, time_scale: float, **kw: object) -> list[Sample]:
+    client = lab.start_client(out, duration=duration, **kw)  # type: ignore[arg-type]
+    assert client.wait(timeout=duration + 10 * time_scale) == 0
+    return load_samples(out)
+
+
+@pytest.mark.netns
+def test_client_sees_the_owner_then_follows_the_vip(
+    lab: Lab, tmp_path: Path, time_scale: float
+) -> None:
+    mac1, mac2 = lab.mac("n1"), lab.mac("n2")
+    assert mac1 != mac2
+    lab.add_address("n1")
+    lab.start_echo("n1")
+    lab.start_echo("n2")
+
+    steady = _probe(lab, tmp_path / "steady.jsonl", 1.0, time_scale)
+    assert len(steady) >= 20
+    assert all(s.answer == "n1" for s in steady)
+    assert all(s.arp_macs in ((), (mac1,)) for s in steady)
+    # A late ARP reply may land in the next round's window, but not often.
+    assert sum(s.arp_macs == (mac1,) for s in steady) >= len(steady) // 2
+
+    # The move, as a daemon would do it: old owner removes, new owner adds and announces.
+    # Passive ARP mode, so only the gratuitous ARP can redirect the client's kernel.
+    out = tmp_path / "move.jsonl"
+    client = lab.start_client(out, duration=2.0, arp_mode=ArpMode.PASSIVE)
+    _wait_for("n1 answers", lambda: out.exists() and len(load_samples(out)) >= 20, 10 * time_scale)
+    lab.del_address("n1")
+    lab.add_address("n2")
+    lab.exec("n2", lab.python_argv("havip.labclient", "garp", "--ip", VIP, "--count", "2"))
+    assert client.wait(timeout=10 * time_scale) == 0
+    moved = load_samples(out)
+    first_n2 = next(i for i, s in enumerate(moved) if s.answer == "n2")
+    assert moved[0].answer == "n1"
+    assert all(s.answer in ("n1", None) for s in moved[:first_n2])
+    assert all(s.answer in ("n2", None) for s in moved[first_n2:])
+    assert moved[-1].answer == "n2"
+    assert double_answers(moved) == 0
+    assert {m for s in moved for m in s.arp_macs} == {mac1, mac2}
+    assert lab.neigh("client", VIP) == mac2
+    assert first_answer_from(moved, "n2", after=moved[0].t_send) is not None
+
+
+@pytest.mark.netns
+def test_loss_drops_everything_then_clears(lab: Lab, tmp_path: Path, time_scale: float) -> None:
+    lab.add_address("n1")
+    lab.start_echo("n1")
+    assert all(s.answer == "n1" for s in _probe(lab, tmp_path / "a.jsonl", 0.3, time_scale))
+
+    lab.set_loss(37)
+    assert "numgen random mod 100 < 37 drop" in lab.ruleset()
+    lab.set_loss(100)
+    assert "numgen" not in lab.ruleset()
+    lost = _probe(lab, tmp_path / "b.jsonl", 0.3, time_scale)
+    assert lost
+    assert all(s.answer is None and s.arp_macs == () for s in lost)
+
+    lab.clear_loss()
+    back = _probe(lab, tmp_path / "c.jsonl", 0.5, time_scale)
+    assert back[-1].answer == "n1"
+    assert sum(s.answer == "n1" for s in back) >= len(back) // 2
+    assert "drop" not in lab.ruleset()
+    with pytest.raises(ValueError, match=r"outside 0\.\.100"):
+        lab.set_loss(101)
+
+
+@pytest.mark.netns
+def test_cut_heartbeat_blocks_ip_between_servers_only(lab: Lab, time_scale: float) -> None:
+    lab.start_echo("n1")
+    lab.start_echo("n2")
+    n1, n2 = Lab.address("n1"), Lab.address("n2")
+    ok, short = 5 * time_scale, 0.3
+    assert _reaches(lab, "n1", n2, ok)
+
+    lab.cut_heartbeat()
+    lab.flush_neigh("n1")
+    assert not _reaches(lab, "n1", n2, short)
+    assert not _reaches(lab, "n2", n1, short)
+    assert _reaches(lab, "client", n1, ok)
+    assert _reaches(lab, "client", n2, ok)
+    # ARP still passes: n1's failed send resolved n2's address.
+    assert lab.neigh("n1", n2) == lab.mac("n2")
+
+    lab.heal_heartbeat()
+    assert _reaches(lab, "n1", n2, ok)
+    assert _reaches(lab, "n2", n1, ok)
+
+
+@pytest.mark.netns
+def test_partition_l2_blocks_arp_too(lab: Lab, time_scale: float) -> None:
+    lab.start_echo("n1")
+    lab.start_echo("n2")
+    n1, n2 = Lab.address("n1"), Lab.address("n2")
+    ok, short = 5 * time_scale, 0.3
+
+    lab.partition_l2()
+    lab.flush_neigh("n1")
+    assert not _reaches(lab, "n1", n2, short)
+    assert lab.neigh("n1", n2) is None
+    assert _reaches(lab, "client", n1, ok)
+    assert _reaches(lab, "client", n2, ok)
+
+    lab.heal_l2()
+    assert _reaches(lab, "n1", n2, ok)
+    assert lab.neigh("n1", n2) == lab.mac("n2")
+
+
+@pytest.mark.netns
+def test_link_down_cuts_the_node_off(lab: Lab, time_scale: float) -> None:
+    lab.start_echo("n1")
+    n1 = Lab.address("n1")
+    lab.link_down("n1")
+    assert not _reaches(lab, "client", n1, 0.3)
+    lab.link_up("n1")
+    _wait_for("n1 back", lambda: _reaches(lab, "client", n1, 1.0), 10 * time_scale, step=0.0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.netns
+def test_destroy_removes_namespaces_and_processes(time_scale: float) -> None:
+    lab = Lab().create()
+    names = [lab.ns_name(n) for n in ("lan", "n1", "n2", "client")]
+    echo = lab.start_echo("n1")
+    # A grandchild in its own session escapes the process-group kill; the namespace sweep
+    # must still get it.
+    spawner = lab.run(
+        "n2",
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(60)'], start_new_session=True); print(p.pid, flush=True);"
+            " time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert spawner.stdout is not None
+    grandchild = int(spawner.stdout.readline())
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert all(name in listed for name in names)
+
+    lab.destroy()
+    lab.destroy()  # idempotent
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(name in listed for name in names)
+    assert echo.returncode == -signal.SIGKILL
+    assert spawner.returncode == -signal.SIGKILL
+    _wait_for("the grandchild to die", lambda: not _alive(grandchild), 5 * time_scale)
