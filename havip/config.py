@@ -407,7 +407,8 @@ class _Loader:
         except ValueError as exc:
             self.error(dotted, str(exc))
             return None
-        if seconds <= 0:
+        # Failback may be immediate; every other duration must be positive.
+        if seconds < 0 or (seconds == 0 and key != "preempt_delay"):
             self.error(dotted, f"must be positive (got {value})")
             return None
         return seconds

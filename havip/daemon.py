@@ -484,8 +484,9 @@ class Daemon:
             preempt=self.cfg.preempt,
             boot_id=self.boot_id,
             interval=t.keepalive_interval,
-            dead_time=max(t.dead_time, t.handshake_timeout),  # until HELLO; then the dead time
+            dead_time=t.dead_time,
             now=now,
+            hello_timeout=max(t.dead_time, t.handshake_timeout),
         )
         link = _Link(conn, session)
         old = self.link
@@ -525,8 +526,6 @@ class Daemon:
         self, link: _Link, ev: PeerHello | PeerUpdate | PeerResign, speak_first: bool
     ) -> None:
         if isinstance(ev, PeerHello):
-            # Now the real dead time applies.
-            link.session.deadline = self.loop.time() + self.cfg.timing.dead_time
             if not speak_first:
                 link.conn.send(link.session.hello(self.failover.local_status()))
             link.up = True

@@ -14,6 +14,10 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
+from havip.backend import BackendOp
+from havip.transport import RejectReason
+from havip.wire import ErrorKind
+
 # Text format 0.0.4: what prometheus_client itself serves when the scraper states no
 # preference, and what every Prometheus version parses (all our names are legacy-valid).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,35 +38,6 @@ RTT_BUCKETS: tuple[float, ...] = (
     0.5,
     1.0,
 )
-
-
-class RejectReason(StrEnum):
-    """Why an incoming peer connection was refused (`havip_peer_rejected_total{reason}`)."""
-
-    TLS_HANDSHAKE = "tls_handshake"  # wrong CA, expired certificate, plain TCP garbage
-    WRONG_PEER_NAME = "wrong_peer_name"
-    TIMEOUT = "timeout"
-
-
-class ProtocolErrorKind(StrEnum):
-    """What was wrong with a peer's frames (`havip_protocol_errors_total{kind}`)."""
-
-    MALFORMED = "malformed"
-    OVERSIZED = "oversized"
-    UNKNOWN_TYPE = "unknown_type"
-    OUT_OF_ORDER = "out_of_order"
-    VERSION = "version"
-    CONFIG_MISMATCH = "config_mismatch"
-
-
-class BackendOp(StrEnum):
-    """Which VIP backend operation failed (`havip_backend_errors_total{op}`)."""
-
-    ADD = "add"
-    REMOVE = "remove"
-    ANNOUNCE = "announce"
-    PROBE = "probe"
-    PRESENT = "present"
 
 
 class ProbeResult(StrEnum):
@@ -204,7 +179,7 @@ class Metrics:
             ["kind"],
             registry=reg,
         )
-        _precreate(self._protocol_errors, ProtocolErrorKind)
+        _precreate(self._protocol_errors, ErrorKind)
 
         self._arp_probes = Counter(
             "havip_arp_probes",

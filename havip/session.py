@@ -75,6 +75,7 @@ class PeerSession:
         interval: float,
         dead_time: float,
         now: float,
+        hello_timeout: float | None = None,
     ) -> None:
         self._me = me
         self._peer = peer
@@ -89,7 +90,8 @@ class PeerSession:
         self._echo_us = 0  # the peer's last timestamp, to echo back
         self._echo_at = now
         self.next_send = now + interval
-        self.deadline = now + dead_time
+        # Until the peer's HELLO arrives the (usually longer) hello timeout applies.
+        self.deadline = now + (dead_time if hello_timeout is None else hello_timeout)
         self.peer_boot_id: bytes | None = None
 
     @property

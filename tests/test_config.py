@@ -360,7 +360,8 @@ ERROR_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"timing.profile": "slow"}, "timing.profile", 'unknown profile "slow"'),
     ({"timing.dead_time": "0ms"}, "timing.dead_time", "must be positive (got 0ms)"),
     ({"timing.handshake_timeout": "0s"}, "timing.handshake_timeout", "must be positive"),
-    ({"timing.preempt_delay": "0s"}, "timing.preempt_delay", "must be positive"),
+    ({"timing.preempt_delay": "-1s"}, "timing.preempt_delay", ""),
+    ({"timing.dead_time": "0s"}, "timing.dead_time", "must be positive"),
     ({"timing.keepalive_interval": "-5ms"}, "timing.keepalive_interval", "must not be negative"),
     ({"timing.probe_window": "80"}, "timing.probe_window", "duration needs a unit"),
     ({"timing.probe_window": "80us"}, "timing.probe_window", 'unknown unit "us"'),
@@ -817,3 +818,11 @@ def test_environment_unwritable_folders(
         "backend.lan_dir",
     ]
     assert all("not writable" in p for p in problems)
+
+
+def test_preempt_delay_may_be_zero(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text()
+    assert "\n[timing]\n" in text
+    path = tmp_path / "havip.toml"
+    path.write_text(text.replace("\n[timing]\n", '\n[timing]\npreempt_delay = "0s"\n', 1))
+    assert load_config(path).timing.preempt_delay == 0.0

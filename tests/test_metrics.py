@@ -12,16 +12,16 @@ from collections.abc import Awaitable, Callable, Mapping
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from havip.backend import BackendOp
 from havip.httpd import MAX_HEAD, fetch_status, start_http
 from havip.metrics import (
     CONTENT_TYPE,
     RTT_BUCKETS,
-    BackendOp,
     Metrics,
     ProbeResult,
-    ProtocolErrorKind,
-    RejectReason,
 )
+from havip.transport import RejectReason
+from havip.wire import ErrorKind
 
 SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
 WAIT = 10.0 * SCALE  # upper bound for any single network wait in these tests
@@ -81,7 +81,7 @@ def test_every_known_label_combination_starts_at_zero() -> None:
         expected_zero.append(("havip_takeovers_vetoed_total", frozenset({("vip", vip)})))
     for reason in RejectReason:
         expected_zero.append(("havip_peer_rejected_total", frozenset({("reason", reason)})))
-    for kind in ProtocolErrorKind:
+    for kind in ErrorKind:
         expected_zero.append(("havip_protocol_errors_total", frozenset({("kind", kind)})))
     for result in ProbeResult:
         expected_zero.append(("havip_arp_probes_total", frozenset({("result", result)})))
@@ -103,7 +103,7 @@ def _le(bound: float) -> str:
 
 def test_the_pre_created_sets_are_the_documented_ones() -> None:
     assert [str(r) for r in RejectReason] == ["tls_handshake", "wrong_peer_name", "timeout"]
-    assert [str(k) for k in ProtocolErrorKind] == [
+    assert [str(k) for k in ErrorKind] == [
         "malformed",
         "oversized",
         "unknown_type",
@@ -111,7 +111,7 @@ def test_the_pre_created_sets_are_the_documented_ones() -> None:
         "version",
         "config_mismatch",
     ]
-    assert [str(o) for o in BackendOp] == ["add", "remove", "announce", "probe", "present"]
+    assert {str(o) for o in BackendOp} == {"add", "remove", "announce", "probe", "present"}
 
 
 def test_names_follow_the_prometheus_conventions() -> None:
