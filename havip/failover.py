@@ -450,7 +450,7 @@ class Failover:
         frm = self.state
         if reason not in TRANSITIONS.get((frm, to), frozenset()):
             raise TransitionError(f"{frm} -> {to} for {reason} is not in TRANSITIONS")
-        if self._present and to is not S.ACTIVE:
+        if self._present and to in (S.STANDBY, S.FAULT, S.STOPPED):
             # An earlier run left the VIP here and we are not entitled to it: remove it.
             self._present = False
             out.append(Release(reason=reason))

@@ -54,7 +54,7 @@ class Certs:
     """Paths of a CA and per-node cert/key files."""
 
     ca: Path
-    files: dict[str, tuple[Path, Path]]
+    files: dict[str, tuple[Path, Path]]  # node (plus "expired-n2") -> (cert, key)
 
     def tls(self, node: str) -> TlsFiles:
         cert, key = self.files[node]
@@ -66,19 +66,34 @@ def _trustme_certs(d: Path) -> Certs:
     d.mkdir()
     ca.cert_pem.write_to_path(str(d / "ca.crt"))
     files = {}
-    for node in ("n1", "n2", "n3"):
-        leaf = ca.issue_cert(node)
-        leaf.cert_chain_pems[0].write_to_path(str(d / f"{node}.crt"))
-        leaf.private_key_pem.write_to_path(str(d / f"{node}.key"))
-        files[node] = (d / f"{node}.crt", d / f"{node}.key")
+    now = datetime.now(UTC)
+    leaves = {n: ca.issue_cert(n) for n in ("n1", "n2", "n3")}
+    leaves["expired-n2"] = ca.issue_cert(
+        "n2", not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)
+    )
+    for name, leaf in leaves.items():
+        leaf.cert_chain_pems[0].write_to_path(str(d / f"{name}.crt"))
+        leaf.private_key_pem.write_to_path(str(d / f"{name}.key"))
+        files[name] = (d / f"{name}.crt", d / f"{name}.key")
     return Certs(d / "ca.crt", files)
 
 
 def _havip_certs(d: Path) -> Certs:
-    pki.init_pki(
-        d, [pki.NodeSpec(name=n, address=IPv4Address("127.0.0.1")) for n in ("n1", "n2", "n3")]
+    nodes = ("n1", "n2", "n3")
+    pki.init_pki(d, [pki.NodeSpec(name=n, address=IPv4Address("127.0.0.1")) for n in nodes])
+    files = {n: (d / f"{n}.crt", d / f"{n}.key") for n in nodes}
+    now = datetime.now(UTC)
+    cert_pem, key_pem = pki.issue_node_cert_pem(
+        (d / "ca.crt").read_bytes(),
+        (d / "ca.key").read_bytes(),
+        pki.NodeSpec(name="n2", address=None),
+        not_before=now - timedelta(days=30),
+        not_after=now - timedelta(days=1),
     )
-    return Certs(d / "ca.crt", {n: (d / f"{n}.crt", d / f"{n}.key") for n in ("n1", "n2", "n3")})
+    (d / "expired-n2.crt").write_bytes(cert_pem)
+    (d / "expired-n2.key").write_bytes(key_pem)
+    files["expired-n2"] = (d / "expired-n2.crt", d / "expired-n2.key")
+    return Certs(d / "ca.crt", files)
 
 
 @pytest.fixture(params=["trustme", "havip-pki"])
@@ -189,7 +204,7 @@ def run(coro: Awaitable[None]) -> None:
 def test_pair_settles_primary_active_keepalives_flow(certs: Certs, tmp_path: Path) -> None:
     async def body() -> None:
         async with pair(certs, tmp_path) as (n1, n2):
-            await until(lambda: n1.state is State.ACTIVE and n2.state is State.STANDBY, "settled")
+            await until(lambda: n1.holds() and n2.state is State.STANDBY, "settled")
             await until(lambda: n2.sample("havip_keepalives_received_total") >= 5, "keepalives")
             assert n1.holds() and not n2.holds()
             assert n1.sample("havip_peer_connected") == 1
@@ -206,15 +221,15 @@ def test_pair_settles_primary_active_keepalives_flow(certs: Certs, tmp_path: Pat
 def test_sigterm_hands_over_then_primary_fails_back(certs: Certs, tmp_path: Path) -> None:
     async def body() -> None:
         async with pair(certs, tmp_path) as (n1, n2):
-            await until(lambda: n1.state is State.ACTIVE and n2.state is State.STANDBY, "settled")
+            await until(lambda: n1.holds() and n2.state is State.STANDBY, "settled")
             assert await n1.stop() == 0
             assert not n1.holds()  # the old owner removed before the new one adds
-            await until(lambda: n2.state is State.ACTIVE, "n2 takes over on RESIGN")
+            await until(lambda: n2.state is State.ACTIVE and n2.holds(), "n2 takes over on RESIGN")
             assert n2.d.failover.reason == "peer_resigned"
             assert n2.holds() and n2.d.failover.epoch == 2
             n1b = await Node(n1.cfg).start()
             try:
-                await until(lambda: n1b.state is State.ACTIVE, "failback to the primary")
+                await until(lambda: n1b.holds() and not n2.holds(), "failback to the primary")
                 assert n2.state is State.STANDBY and not n2.holds()
                 assert n1b.d.failover.epoch == 3
             finally:
@@ -303,23 +318,6 @@ async def _legit_hello(port: int, certs: Certs) -> bool:
         writer.close()
 
 
-def _expired_n2(certs: Certs, d: Path) -> tuple[Path, Path]:
-    ca_key = d / "ca.key"
-    if not ca_key.exists():  # trustme keeps its CA key in memory: use our own PKI for this case
-        pytest.skip("expired certificates are minted from havip's own CA")
-    now = datetime.now(UTC)
-    cert_pem, key_pem = pki.issue_node_cert_pem(
-        certs.ca.read_bytes(),
-        ca_key.read_bytes(),
-        pki.NodeSpec(name="n2", address=None),
-        not_before=now - timedelta(days=30),
-        not_after=now - timedelta(days=1),
-    )
-    (d / "old.crt").write_bytes(cert_pem)
-    (d / "old.key").write_bytes(key_pem)
-    return d / "old.crt", d / "old.key"
-
-
 BAD_CLIENTS = ["garbage", "other_ca", "wrong_name", "expired", "oversized", "unknown_type", "seq"]
 
 
@@ -348,7 +346,7 @@ def test_bad_input_is_rejected_counted_and_daemon_keeps_serving(
                     ctx = _client_ctx(certs.ca, *certs.files["n3"])
                     label = ("havip_peer_rejected_total", {"reason": "wrong_peer_name"})
                 else:
-                    ctx = _client_ctx(certs.ca, *_expired_n2(certs, certs.ca.parent))
+                    ctx = _client_ctx(certs.ca, *certs.files["expired-n2"])
                     label = ("havip_peer_rejected_total", {"reason": "tls_handshake"})
                 # TLS 1.3: the client learns of its rejection on its first read.
                 with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
