@@ -255,9 +255,7 @@ def test_next_wakeup_is_the_deadline_when_it_comes_first() -> None:
 def test_keepalive_content_and_sequence() -> None:
     s = established()
     first = s.keepalive(STANDBY, 200.0)
-    assert first == Keepalive(
-        seq=1, state=State.STANDBY, owns=False, epoch=4, sent_us=200_000_000
-    )
+    assert first == Keepalive(seq=1, state=State.STANDBY, owns=False, epoch=4, sent_us=200_000_000)
     seqs = [s.keepalive(STANDBY, 200.0 + i).seq for i in range(1, 4)]
     assert seqs == [2, 3, 4]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -196,9 +198,7 @@ def test_round_trip(msg: Message) -> None:
 @given(msgs=st.lists(messages, max_size=8), data=st.data())
 def test_decoder_random_chunks(msgs: list[Message], data: st.DataObject) -> None:
     stream = b"".join(encode(m) for m in msgs)
-    cuts = sorted(
-        data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=12))
-    )
+    cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=12)))
     decoder = FrameDecoder()
     got: list[Message] = []
     start = 0
@@ -384,7 +384,5 @@ def test_mutated_valid_payload_raises_only_protocol_error(
     index = data.draw(st.integers(min_value=0, max_value=len(payload) - 1))
     payload[index] = data.draw(st.integers(min_value=0, max_value=255))
     cut = data.draw(st.integers(min_value=0, max_value=len(payload)))
-    try:
+    with contextlib.suppress(ProtocolError):
         decode_payload(bytes(payload[:cut]))
-    except ProtocolError:
-        pass

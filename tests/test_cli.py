@@ -1,0 +1,205 @@
+"""The `havip` command line: exit codes, PKI commands, check-config, status and a real `run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from havip import __version__
+from havip.cli import format_status, main
+
+SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _write_config(d: Path, node: str, port: int, metrics: int) -> Path:
+    peer = "n2" if node == "n1" else "n1"
+    text = (
+        f'node = "{node}"\nprimary = "n1"\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n'
+        f'[peer]\nname = "{peer}"\naddress = "127.0.0.1:{port}"\n'
+        f'[tls]\nca = "pki/ca.crt"\ncert = "pki/{node}.crt"\nkey = "pki/{node}.key"\n'
+        '[[vip]]\naddress = "198.18.0.100/24"\ninterface = "lo"\n'
+        '[backend]\ntype = "dry-run"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{metrics}"\n'
+    )
+    path = d / f"{node}.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def pki_dir(tmp_path: Path) -> Path:
+    assert (
+        main(["pki", "init", "--dir", str(tmp_path / "pki"), "--node", "n1", "--node", "n2"]) == 0
+    )
+    return tmp_path / "pki"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"havip {__version__}"
+
+
+def test_usage_error_exits_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-command"])
+    assert exc.value.code == 2
+
+
+def test_python_dash_m_havip_works() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "havip", "--version"], capture_output=True, text=True, cwd=REPO
+    )
+    assert out.returncode == 0 and out.stdout.strip() == f"havip {__version__}"
+
+
+def test_pki_init_refuses_to_overwrite_without_force(
+    pki_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = pki_dir / "n1.key"
+    before = key.read_bytes()
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    capsys.readouterr()
+    assert main(["pki", "init", "--dir", str(pki_dir), "--node", "n1", "--node", "n2"]) == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and err.count("\n") == 1
+    assert key.read_bytes() == before
+    assert main(["pki", "init", "--dir", str(pki_dir), "--node", "n1", "--force"]) == 0
+    assert key.read_bytes() != before
+
+
+def test_pki_issue_and_show(pki_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pki", "issue", "n3=198.18.0.3", "--dir", str(pki_dir)]) == 0
+    assert (pki_dir / "n3.crt").exists()
+    assert main(["pki", "issue", "n3", "--dir", str(pki_dir)]) == 2  # exists: needs --force
+    capsys.readouterr()
+    assert main(["pki", "show", "--dir", str(pki_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "n3" in out and "198.18.0.3" in out
+
+
+def test_pki_bad_node_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pki", "init", "--dir", str(tmp_path), "--node", "n1=not-an-ip"]) == 2
+    assert "not-an-ip" in capsys.readouterr().err
+
+
+def test_check_config_ok_and_errors(
+    pki_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _write_config(tmp_path, "n1", 7411, 9741)
+    assert main(["check-config", "--config", str(good)]) == 0
+    assert "ok: node n1 (primary)" in capsys.readouterr().out
+
+    (pki_dir / "n1.key").chmod(0o644)
+    assert main(["check-config", "--config", str(good)]) == 2
+    assert "tls.key" in capsys.readouterr().err
+    (pki_dir / "n1.key").chmod(0o600)
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace("primary =", "primray ="))
+    assert main(["check-config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: primray: unknown key" in err and f"{bad}: primary:" in err
+
+
+def test_run_with_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+
+
+def test_format_status_human() -> None:
+    text = format_status(
+        {
+            "node": "n1",
+            "role": "primary",
+            "version": "0",
+            "state": "active",
+            "since": 0.0,
+            "reason": "probe_silent",
+            "epoch": 3,
+            "vips": [{"address": "198.18.0.100/24", "interface": "eth0", "present": True}],
+            "peer": "n2",
+            "peer_connected": True,
+            "peer_state": "standby",
+            "peer_owns_vip": False,
+            "rtt_seconds": 0.0004,
+        }
+    )
+    assert "active since 1970-01-01T00:00:00+00:00 (probe_silent), epoch 3" in text
+    assert "198.18.0.100/24 on eth0: held here" in text
+    assert "n2: standby, does not hold the VIP, rtt 0.40 ms" in text
+
+
+def test_run_status_and_sigterm_exit_0(pki_dir: Path, tmp_path: Path) -> None:
+    """A real `havip run` pair on loopback: status answers, SIGTERM hands over and exits 0."""
+    port = _free_port()
+    configs = {n: _write_config(tmp_path, n, port, _free_port()) for n in ("n1", "n2")}
+    procs = {
+        n: subprocess.Popen(
+            [sys.executable, "-m", "havip", "run", "--config", str(c)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for n, c in configs.items()
+    }
+    try:
+        deadline = time.monotonic() + 15 * SCALE
+        status: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [sys.executable, "-m", "havip", "status", "--json", "--config", str(configs["n2"])],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            )
+            if out.returncode == 0:
+                status = json.loads(out.stdout)
+                if status.get("peer_owns_vip") is True:
+                    break
+            time.sleep(0.1)
+        assert status.get("state") == "standby" and status.get("peer_state") == "active"
+        human = subprocess.run(
+            [sys.executable, "-m", "havip", "status", "--config", str(configs["n1"])],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        assert human.returncode == 0 and "state    active" in human.stdout
+        procs["n1"].send_signal(signal.SIGTERM)
+        assert procs["n1"].wait(timeout=10 * SCALE) == 0
+        assert procs["n1"].stderr is not None
+        log = procs["n1"].stderr.read()
+        assert "event=resign_sent" in log and "event=stopped" in log
+        assert "Traceback" not in log
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def test_status_without_daemon_exits_1(
+    pki_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _write_config(tmp_path, "n1", 7411, _free_port())
+    assert main(["status", "--config", str(cfg)]) == 1
+    assert "cannot reach havip" in capsys.readouterr().err
