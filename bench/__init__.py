@@ -1,0 +1,1 @@
+"""havip benchmarks: `python -m bench.failover` prints failover and idle-cost numbers."""
