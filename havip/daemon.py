@@ -36,6 +36,7 @@ from havip.failover import (
     Probe,
     ProbeDone,
     Release,
+    Resumed,
     SendResign,
     Shutdown,
     Start,
@@ -352,8 +353,15 @@ class Daemon:
         self.feed(ProbeDone(probe_id=probe.probe_id, answered_by=answered))
 
     async def _reconcile_loop(self) -> None:
+        stall = self.cfg.timing.dead_time
         while True:
+            before = self.loop.time()
             await asyncio.sleep(RECONCILE_EVERY)
+            late = self.loop.time() - before - RECONCILE_EVERY
+            if late > stall:
+                # Frozen (SIGSTOP, a paused VM): the peer may have taken over meanwhile.
+                event("resumed", f"this process did not run for {late:.1f}s", level=logging.WARNING)
+                self.feed(Resumed())
             self.actions.put_nowait(_Reconcile())
 
     async def _reconcile(self) -> None:
@@ -411,7 +419,7 @@ class Daemon:
             if due is not None and due <= now:
                 self.feed(Tick())
                 due = self.failover.next_timer()
-            if due is not None:
+            if due is not None and due > now:  # a timer still in the past must not spin us
                 wakeups.append(due)
             self.wake.clear()
             timeout = max(0.0, min(wakeups) - self.loop.time()) if wakeups else None

@@ -92,6 +92,12 @@ class Shutdown:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Resumed:
+    """The shell noticed this process did not run for longer than the dead time (frozen,
+    suspended): whatever happened meanwhile, an active node must look at the LAN again."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Tick:
     """A timer the machine asked for (see `next_timer`) has come due."""
 
@@ -105,6 +111,7 @@ Event = (
     | ProbeDone
     | BackendFailed
     | Shutdown
+    | Resumed
     | Tick
 )
 
@@ -201,7 +208,8 @@ class Failover:
         self.preempt = preempt
         self.timing = timing
         self.state = State.INIT
-        self.epoch = epoch
+        self.epoch = epoch  # the epoch we own with (or last learned, when not owning)
+        self._seen_epoch = epoch  # the highest epoch ever heard: every takeover goes above it
         self.peer: PeerStatus | None = None
         self.reason = Reason.STARTUP
         self.since = now
@@ -223,11 +231,19 @@ class Failover:
         return LocalStatus(state=self.state, owns=self.owns, epoch=self.epoch)
 
     def next_timer(self) -> float | None:
-        """When the machine next needs a Tick, if ever."""
-        times = [t for t in (self._retry_at, self._preempt_at, self._fault_until) if t is not None]
-        if self.state is State.INIT and self._started is not None and self.peer is None:
-            times.append(self._started + self.timing.startup_wait)
-        return min(times) if times else None
+        """When the machine next needs a Tick, if ever (only timers that matter now)."""
+        state = self.state
+        if state is State.INIT:
+            if self._started is None or self.peer is not None:
+                return None
+            return self._started + self.timing.startup_wait
+        if state in (State.STANDBY, State.PROBING) and self._candidate():
+            return self._retry_at
+        if state is State.ACTIVE:
+            return self._preempt_at
+        if state is State.FAULT:
+            return self._fault_until
+        return None
 
     # ---- the one entry point ----------------------------------------------------------------
 
@@ -236,9 +252,15 @@ class Failover:
         if self.state is State.STOPPED:
             return []
         out: list[Action] = []
+        if isinstance(event, PeerUp | PeerInfo | PeerResigned):
+            heard = event.epoch if isinstance(event, PeerResigned) else event.status.epoch
+            self._seen_epoch = max(self._seen_epoch, heard)
         if isinstance(event, Start):
             self._started = now
             self._present = event.present
+        elif isinstance(event, Resumed):
+            if self.state is State.ACTIVE and self.peer is None and self._probe is None:
+                self._start_probe(ProbePurpose.CONFLICT, out)
         elif isinstance(event, PeerUp | PeerInfo):
             self._on_peer_status(event.status, now, out)
         elif isinstance(event, PeerDown):
@@ -292,10 +314,10 @@ class Failover:
             self._retry_at = None  # probe right away
 
     def _on_resigned(self, event: PeerResigned, now: float, out: list[Action]) -> None:
-        if self.state not in (S.INIT, S.STANDBY, S.PROBING):
+        if self.state not in (S.INIT, S.STANDBY, S.PROBING) or self._started is None:
             return
         self._cancel_probe()
-        self._take(max(self.epoch, event.epoch) + 1, R.PEER_RESIGNED, "peer handed over", now, out)
+        self._take(R.PEER_RESIGNED, "peer handed over", now, out)
 
     def _on_probe_done(self, event: ProbeDone, now: float, out: list[Action]) -> None:
         if self._probe is None or self._probe[0] != event.probe_id:
@@ -325,14 +347,7 @@ class Failover:
                 out.append(Release(reason=R.PROBE_ANSWERED))
             self._retry_at = now + self.timing.retry_interval
         elif self._candidate():
-            peer_epoch = self.peer.epoch if self.peer else 0
-            self._take(
-                max(self.epoch, peer_epoch) + 1,
-                R.PROBE_SILENT,
-                "nobody answers for the VIP",
-                now,
-                out,
-            )
+            self._take(R.PROBE_SILENT, "nobody answers for the VIP", now, out)
 
     def _on_backend_failed(self, event: BackendFailed, now: float, out: list[Action]) -> None:
         if self.state is State.FAULT:
@@ -429,10 +444,9 @@ class Failover:
     def _peer_wins(self, peer: PeerStatus) -> bool:
         return peer.epoch > self.epoch or (peer.epoch == self.epoch and not self.is_primary)
 
-    def _take(
-        self, epoch: int, reason: Reason, sentence: str, now: float, out: list[Action]
-    ) -> None:
-        self.epoch = epoch
+    def _take(self, reason: Reason, sentence: str, now: float, out: list[Action]) -> None:
+        epoch = max(self.epoch, self._seen_epoch) + 1
+        self.epoch = self._seen_epoch = epoch
         self._present = False
         self._retry_at = None
         out.append(Acquire(epoch=epoch))
@@ -454,5 +468,9 @@ class Failover:
             # An earlier run left the VIP here and we are not entitled to it: remove it.
             self._present = False
             out.append(Release(reason=reason))
+        if frm is S.ACTIVE:
+            self._preempt_at = None
+        if to is S.FAULT:
+            self._retry_at = None
         self.state, self.reason, self.since = to, reason, now
         out.append(Transition(frm=frm, to=to, reason=reason, sentence=sentence, epoch=self.epoch))

@@ -44,6 +44,7 @@ KILL_WAIT_S = 5.0
 
 _PORT_SUFFIX = {"n1": "n1", "n2": "n2", "client": "cl"}
 _TABLE = "havip_lab"
+_MARK = "havip-lab"
 _BASE_CHAIN = "havip_fwd"
 _LOSS_CHAIN = "havip_loss"
 _HB_CHAIN = "havip_hb"
@@ -151,6 +152,9 @@ class Lab:
         lan = self.ns_name(LAN)
         _run(["ip", "-n", lan, "link", "set", "lo", "up"])
         _run(["ip", "-n", lan, "link", "add", "name", BRIDGE, "type", "bridge", "stp_state", "0"])
+        # Who owns this lab, so remove_stale() can clear it up if we die by SIGKILL.
+        owner = f"{_MARK} prefix={self.prefix} pid={os.getpid()} start={_start_time(os.getpid())}"
+        _run(["ip", "-n", lan, "link", "set", BRIDGE, "alias", owner])
         _run(["ip", "-n", lan, "link", "set", BRIDGE, "up"])
         for node in NODES:
             ns, port = self.ns_name(node), self.port_name(node)
@@ -197,6 +201,7 @@ class Lab:
                 ["ip", "netns", "del", ns], capture_output=True, check=False, timeout=CMD_TIMEOUT_S
             )
         self._namespaces.clear()
+        self._created = False
 
     def _kill_started(self) -> None:
         for proc in self._procs:
@@ -228,6 +233,46 @@ class Lab:
         while pids and time.monotonic() < deadline:
             pids = [pid for pid in pids if _running(pid)]
             time.sleep(0.01)
+
+    @staticmethod
+    def remove_stale() -> list[str]:
+        """Remove labs whose creating process is gone (killed before it could clean up).
+
+        Only namespaces marked by Lab.create() are considered; returns the removed prefixes.
+        """
+        listed = subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, check=False, timeout=5
+        ).stdout
+        names = {line.split()[0] for line in listed.splitlines() if line.strip()}
+        removed = []
+        for name in sorted(n for n in names if n.endswith(f"-{LAN}")):
+            found = subprocess.run(
+                ["ip", "-n", name, "-j", "link", "show", "dev", BRIDGE],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=5,
+            )
+            try:
+                alias = str(json.loads(found.stdout)[0].get("ifalias", ""))
+            except (ValueError, IndexError, AttributeError):
+                continue
+            words = alias.split()
+            if not words or words[0] != _MARK:
+                continue
+            owner = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+            prefix, pid = owner.get("prefix", ""), owner.get("pid", "")
+            if name != f"{prefix}-{LAN}" or not pid.isdigit():
+                continue
+            if _start_time(int(pid)) == owner.get("start"):
+                continue  # the owner still runs
+            stale = Lab(prefix)
+            stale._namespaces = [
+                ns for ns in (stale.ns_name(n) for n in (LAN, *NODES)) if ns in names
+            ]
+            stale.destroy()
+            removed.append(prefix)
+        return removed
 
     def __enter__(self) -> Lab:
         return self.create()
@@ -443,6 +488,16 @@ def _nft_table_script() -> str:
             "",
         ]
     )
+
+
+def _start_time(pid: int) -> str | None:
+    # Field 22 of /proc/PID/stat: with the pid it identifies a process across pid reuse.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
 
 
 def _running(pid: int) -> bool:

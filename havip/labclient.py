@@ -16,10 +16,12 @@ distinct MACs that answered an ARP request for the VIP during the round's window
 send until the next round's send); two of them means two hosts claimed the VIP at once.
 
 ARP modes: `self` asks with the client's own MAC and IP, so every answer also refreshes the
-client kernel's neighbour entry for the VIP (within the kernel's 1 s lock time), which hides a
-missing gratuitous ARP. `passive` asks as an RFC 5227 probe (sender IP 0.0.0.0) from a made-up
-locally administered MAC and listens promiscuously, so the client's kernel never learns from
-the probe and the measured outage is what a plain client would see. `off` sends no ARP.
+client kernel's neighbour entry for the VIP, which heals the client within about a hundred
+milliseconds even if no gratuitous ARP is ever sent. `passive` asks from a made-up locally
+administered MAC and an unused address (`--passive-ip`, 198.18.0.250 by default) and listens
+promiscuously; the client's kernel never learns from the probe, so the measured outage is what
+a plain client would see. (Not an RFC 5227 probe with sender 0.0.0.0, which a strict daemon
+could take for a competing claim on the VIP.) `off` sends no ARP.
 
 The analysis helpers at the bottom are pure and need no root.
 """
@@ -55,6 +57,7 @@ FLUSH_EVERY_S = 0.1
 # Rounds still awaiting an answer when SIGTERM arrives get at most this long to complete.
 STOP_GRACE_S = 0.3
 MAX_READS_PER_WAKEUP = 1000
+PASSIVE_IP = "198.18.0.250"  # unused in the lab; passive ARP requests come from it
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
@@ -183,8 +186,8 @@ def run_echo(*, name: str, port: int, bind: str = "0.0.0.0") -> int:
         sock.bind((bind, port))
         print("ready", flush=True)
         while True:  # a server: runs until the lab kills it
-            data, peer = sock.recvfrom(MAX_DATAGRAM)
             try:
+                data, peer = sock.recvfrom(MAX_DATAGRAM)
                 sock.sendto(prefix + data[:MAX_ECHO_PAYLOAD], peer)
             except OSError:
                 continue  # the client may be unreachable mid-fault; keep serving
@@ -251,6 +254,7 @@ class ClientOptions:
     duration: float = 10.0
     timeout: float = 0.5
     arp_mode: ArpMode = ArpMode.SELF
+    passive_ip: str = PASSIVE_IP
 
 
 @dataclass(kw_only=True)
@@ -295,7 +299,7 @@ class _Prober:
             # Locally administered unicast MAC nobody owns: answers reach only this socket.
             raw = bytearray(os.urandom(6))
             raw[0] = (raw[0] & 0xFC) | 0x02
-            self.asker_mac, self.asker_ip = bytes(raw), ZERO_IP
+            self.asker_mac, self.asker_ip = bytes(raw), _ipv4(self.opts.passive_ip)
         self.arp = _packet_socket(iface)
         self.arp.setblocking(False)
         if self.opts.arp_mode is ArpMode.PASSIVE:
@@ -355,6 +359,8 @@ class _Prober:
                 frame, addr = self.arp.recvfrom(MAX_DATAGRAM)
             except BlockingIOError:
                 return
+            except OSError:
+                continue  # e.g. ENETDOWN, reported once after a link change
             if addr[2] == socket.PACKET_OUTGOING:
                 continue
             mac = parse_arp_answer(
@@ -614,6 +620,7 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument(
         "--arp-mode", choices=[m.value for m in ArpMode], default=ArpMode.SELF.value
     )
+    client.add_argument("--passive-ip", default=PASSIVE_IP, help="sender IP in passive mode")
     client.add_argument("--out", type=Path, help="JSON lines file (default: stdout)")
 
     send = sub.add_parser("send", help="send one datagram and print the answer")
@@ -649,6 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             duration=args.duration,
             timeout=args.timeout,
             arp_mode=ArpMode(args.arp_mode),
+            passive_ip=args.passive_ip,
         )
         if args.out is None:
             stats = run_client(opts, sys.stdout)

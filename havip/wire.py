@@ -112,6 +112,8 @@ def _pack_str(text: str) -> bytes:
 def encode(msg: Message) -> bytes:
     """One complete frame for `msg`."""
     if isinstance(msg, Hello):
+        if len(msg.boot_id) != 16:
+            raise ValueError(f"boot_id must be 16 bytes, got {len(msg.boot_id)}")
         body = (
             _HELLO.pack(
                 msg.version,

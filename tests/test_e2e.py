@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from havip.lab import VIP
 from havip.labclient import double_answers, first_answer_from, load_samples, outages
 from havip.scenario import (
     NODES,
@@ -104,6 +105,12 @@ def _connected(cluster: Cluster, node: str) -> bool:
     return bool(ups) and (not lost or ups[-1].ts > lost[-1].ts)
 
 
+def _arp_owner(cluster: Cluster) -> str | None:
+    """The node whose MAC the client's neighbour entry for the VIP names (else the raw MAC)."""
+    mac = cluster.lab.neigh("client", VIP)
+    return {cluster.lab.mac(n): n for n in NODES}.get(mac or "", mac)
+
+
 def _settled_owner(cluster: Cluster) -> str | None:
     """The one node that holds the VIP as a connected pair's active node, else None."""
     holders = [n for n in NODES if cluster.holds_vip(n)]
@@ -124,6 +131,7 @@ def _assert_nothing_moved(cluster: Cluster, res: Result) -> None:
     assert cluster.holds_vip("n1")
     assert res.double_answers == 0, res.render()
     assert res.outage_ms == 0, res.render()
+    assert res.owner == "n1", res.render()
 
 
 # ---- the scenarios -----------------------------------------------------------------------------
@@ -296,7 +304,7 @@ def test_l2_partition_gives_two_owners_until_healed(tmp_path: Path) -> None:
         after = [s for s in samples if s.t_send >= healed + 2.0 * SCALE]
         res.rounds = len(samples)
         res.double_answers = double_answers(after)
-        res.owner = final
+        res.owner = _arp_owner(cluster)
         res.notes.append(f"rounds with two MACs during the partition: {double_answers(during)}")
         res.notes.append(f"rounds checked from 2 s after the heal: {len(after)}")
         _show(res)
@@ -307,6 +315,7 @@ def test_l2_partition_gives_two_owners_until_healed(tmp_path: Path) -> None:
         # n1 gives way to n2's higher epoch once they see each other again.
         assert _transitions(cluster, "n1", healed, to="standby", reason="higher_epoch")
         assert final in NODES, res.render()
+        assert res.owner == final, res.render()
         assert [cluster.holds_vip(n) for n in NODES].count(True) == 1
         assert after, res.render()
         assert res.double_answers == 0, res.render()
@@ -341,6 +350,7 @@ def test_two_percent_loss_moves_nothing(tmp_path: Path) -> None:
         res.rounds = len(samples)
         res.outage_ms = max((o.duration_ms for o in outages(samples)), default=0.0)
         res.double_answers = double_answers(samples)
+        res.owner = _arp_owner(cluster)
         res.notes.append(f"rounds unanswered: {sum(s.answer is None for s in samples)}")
         res.notes.append(
             f"n2 takeover vetoes logged: {len(cluster.events('n2', 'takeover_vetoed'))}"
@@ -351,4 +361,5 @@ def test_two_percent_loss_moves_nothing(tmp_path: Path) -> None:
         assert cluster.holds_vip("n1")
         assert not cluster.holds_vip("n2")
         assert res.double_answers == 0, res.render()
+        assert res.owner == "n1", res.render()
         cluster.settle("n1")

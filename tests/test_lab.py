@@ -281,12 +281,12 @@ def test_client_stops_on_sigterm_and_writes_the_rest(tmp_path: Path, time_scale:
     assert samples[-1].answer == "lo"  # in-flight rounds got their grace period
 
 
-def test_client_rejects_bad_arguments() -> None:
+def test_client_rejects_bad_arguments(time_scale: float) -> None:
     done = subprocess.run(
         [*LABCLIENT, "client", "--vip", "127.0.0.1", "--interval", "0"],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=30 * time_scale,
         check=False,
     )
     assert done.returncode == 2
@@ -314,8 +314,8 @@ def _reaches(lab: Lab, node: str, ip: str, timeout: float) -> bool:
     return lab.exec(node, argv, timeout=timeout + 30, check=False).returncode == 0
 
 
-def _probe(lab: Lab, out: Path, duration: float, time_scale: float, **kw: object) -> list[Sample]:
-    client = lab.start_client(out, duration=duration, **kw)  # type: ignore[arg-type]
+def _probe(lab: Lab, out: Path, duration: float, time_scale: float) -> list[Sample]:
+    client = lab.start_client(out, duration=duration)
     assert client.wait(timeout=duration + 10 * time_scale) == 0
     return load_samples(out)
 
@@ -471,3 +471,39 @@ def test_destroy_removes_namespaces_and_processes(time_scale: float) -> None:
     assert echo.returncode == -signal.SIGKILL
     assert spawner.returncode == -signal.SIGKILL
     _wait_for("the grandchild to die", lambda: not _alive(grandchild), 5 * time_scale)
+
+
+_ORPHAN_SCRIPT = """
+import time
+from havip.lab import Lab
+lab = Lab().create()
+echo = lab.start_echo("n1")
+print(lab.prefix, echo.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.netns
+def test_remove_stale_clears_labs_of_killed_owners_only(lab: Lab, time_scale: float) -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        prefix, echo_pid = owner.stdout.readline().split()
+    finally:
+        owner.kill()  # SIGKILL: no atexit, the lab is left behind
+        owner.wait()
+    assert _alive(int(echo_pid))
+
+    removed = Lab.remove_stale()
+
+    assert prefix in removed
+    assert lab.prefix not in removed
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{prefix}-" not in listed
+    assert lab.ns_name("lan") in listed
+    _wait_for("the orphaned echo to die", lambda: not _alive(int(echo_pid)), 5 * time_scale)
