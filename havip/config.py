@@ -33,13 +33,13 @@ PROFILES: dict[str, dict[str, float]] = {
         "keepalive_interval": 0.05,
         "dead_time": 0.2,
         "probe_count": 3,
-        "probe_window": 0.08,
+        "probe_window": 0.06,
     },
     "fast": {
-        "keepalive_interval": 0.02,
-        "dead_time": 0.06,
+        "keepalive_interval": 0.015,
+        "dead_time": 0.05,
         "probe_count": 3,
-        "probe_window": 0.03,
+        "probe_window": 0.025,
     },
 }
 PROBE_COUNT_RANGE = (1, 10)
@@ -76,7 +76,7 @@ class Timing:
     keepalive_interval: float = 0.05
     dead_time: float = 0.2
     probe_count: int = 3
-    probe_window: float = 0.08
+    probe_window: float = 0.06
     handshake_timeout: float = 2.0
     reconnect_max: float = 0.5
     preempt_delay: float = 1.0

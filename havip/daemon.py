@@ -114,7 +114,7 @@ class Daemon:
         self.tls = server_context(cfg.tls) if cfg.is_primary else client_context(cfg.tls)
         self.link: _Link | None = None
         self.actions: asyncio.Queue[Action | _Reconcile] = asyncio.Queue()
-        self.wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
         self.done = asyncio.Event()
         self.owned: dict[str, bool] = {str(v): False for v in cfg.vips}
         self.last_rtt: float | None = None
@@ -158,10 +158,11 @@ class Daemon:
         if present:
             event("vip_found", "an earlier run left the VIP on our interface", level=logging.INFO)
         self._spawn(self._actuator())
-        self._spawn(self._ticker())
         self._spawn(self._reconcile_loop())
         self.feed(Start(present=present))
         await self.done.wait()
+        if self._timer is not None:
+            self._timer.cancel()
         for server in servers:
             server.close()
         if self.link is not None:
@@ -210,7 +211,7 @@ class Daemon:
         if self.failover.state is not State.ACTIVE:
             # Adopting a higher epoch from the peer must be durable too.
             self._save_epoch()
-        self.wake.set()
+        self._arm()
 
     def _on_vetoed(self, action: Vetoed) -> None:
         for vip in self.cfg.vips:
@@ -398,33 +399,39 @@ class Daemon:
 
     # ---- the timer ----------------------------------------------------------------------------
 
-    async def _ticker(self) -> None:
-        while True:
-            now = self.loop.time()
-            link = self.link
-            wakeups: list[float] = []
-            if link is not None:
-                if link.session.expired(now):
-                    if link.up:
-                        self.metrics.keepalive_missed()
-                    self._drop(link, LinkDown.DEADLINE_MISSED, "no keepalive within the dead time")
-                elif link.up:
-                    if now >= link.session.next_send:
-                        link.conn.send(link.session.keepalive(self.failover.local_status(), now))
-                        self.metrics.keepalive_sent()
-                    wakeups.append(link.session.next_wakeup())
-                else:
-                    wakeups.append(link.session.deadline)
-            due = self.failover.next_timer()
-            if due is not None and due <= now:
-                self.feed(Tick())
-                due = self.failover.next_timer()
-            if due is not None and due > now:  # a timer still in the past must not spin us
-                wakeups.append(due)
-            self.wake.clear()
-            timeout = max(0.0, min(wakeups) - self.loop.time()) if wakeups else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+    def _arm(self) -> None:
+        """(Re)arm the one timer at the earliest moment the link or the machine needs us."""
+        now = self.loop.time()
+        wakeups: list[float] = []
+        link = self.link
+        if link is not None:
+            wakeups.append(link.session.next_wakeup() if link.up else link.session.deadline)
+        due = self.failover.next_timer()
+        if due is not None and due > now:  # a timer already handled must not make us spin
+            wakeups.append(due)
+        when = min(wakeups) if wakeups else None
+        if self._timer is not None:
+            if when == self._timer.when():
+                return
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer) if when is not None else None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        link = self.link
+        if link is not None:
+            if link.session.expired(now):
+                if link.up:
+                    self.metrics.keepalive_missed()
+                self._drop(link, LinkDown.DEADLINE_MISSED, "no keepalive within the dead time")
+            elif link.up and now >= link.session.next_send:
+                link.conn.send(link.session.keepalive(self.failover.local_status(), now))
+                self.metrics.keepalive_sent()
+        due = self.failover.next_timer()
+        if due is not None and due <= now:
+            self.feed(Tick())
+        self._arm()
 
     # ---- the peer link ------------------------------------------------------------------------
 
@@ -505,7 +512,7 @@ class Daemon:
             link.inherited = old.up or old.inherited
         if speak_first:
             conn.send(session.hello(self.failover.local_status()))
-        self.wake.set()
+        self._arm()
         try:
             while True:
                 msg = await conn.read()

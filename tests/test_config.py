@@ -526,11 +526,11 @@ def test_default_profile_matches_timing_defaults() -> None:
         ({"profile": "default"}, Timing()),
         (
             {"profile": "fast"},
-            Timing(keepalive_interval=0.02, dead_time=0.06, probe_count=3, probe_window=0.03),
+            Timing(keepalive_interval=0.015, dead_time=0.05, probe_count=3, probe_window=0.025),
         ),
         (
             {"profile": "fast", "dead_time": "100ms", "probe_count": 5},
-            Timing(keepalive_interval=0.02, dead_time=0.1, probe_count=5, probe_window=0.03),
+            Timing(keepalive_interval=0.015, dead_time=0.1, probe_count=5, probe_window=0.025),
         ),
         (
             {"keepalive_interval": "100ms", "dead_time": "1s"},
@@ -547,10 +547,10 @@ def test_profiles_and_overrides(tmp_path: Path, timing: dict[str, Any], expected
 
 
 def test_cross_rules_see_the_profile_values(tmp_path: Path) -> None:
-    path = write(tmp_path, {**BASE, "timing": {"profile": "fast", "dead_time": "40ms"}})
+    path = write(tmp_path, {**BASE, "timing": {"profile": "fast", "dead_time": "30ms"}})
     assert errors_of(path) == [
         f"{path}: timing.dead_time: must be more than 2 x timing.keepalive_interval "
-        "(got 40ms vs 20ms)"
+        "(got 30ms vs 15ms)"
     ]
 
 
