@@ -43,6 +43,10 @@ def run_demo(*, fast: bool = False, loopback: bool = False) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="havip-demo-") as tmp:
             if why is None:
+                # A demo killed with SIGKILL could not clean up; clear what it left first.
+                stale = Lab.remove_stale()
+                if stale:
+                    say(f"havip demo: removed labs left by killed runs: {', '.join(stale)}.")
                 return _namespace_demo(Path(tmp), fast=fast)
             say(f"havip demo: no network namespaces ({why}).")
             say("Running the same two daemons on loopback with the dry-run backend instead.\n")

@@ -231,7 +231,7 @@ class Lab:
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + KILL_WAIT_S
         while pids and time.monotonic() < deadline:
-            pids = [pid for pid in pids if _running(pid)]
+            pids = [pid for pid in pids if process_running(pid)]
             time.sleep(0.01)
 
     @staticmethod
@@ -500,8 +500,9 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _running(pid: int) -> bool:
-    # A killed process whose parent has not reaped it yet is a zombie: done, for our purposes.
+def process_running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (killed, waiting to be reaped)."""
+    # A killed process whose parent has not reaped it yet is done, for our purposes.
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import ipaddress
 import json
 import math
 import os
@@ -44,9 +43,22 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import IPv4Address
 from pathlib import Path
 from types import FrameType
 from typing import IO
+
+from havip.arp import (
+    ETH_P_ARP,
+    OP_REPLY,
+    OP_REQUEST,
+    UNSPECIFIED,
+    ZERO_MAC,
+    build_arp,
+    gratuitous_frames,
+    mac_text,
+    parse_arp,
+)
 
 ECHO_PORT = 9000
 DEFAULT_IFACE = "eth0"
@@ -58,15 +70,6 @@ FLUSH_EVERY_S = 0.1
 STOP_GRACE_S = 0.3
 MAX_READS_PER_WAKEUP = 1000
 PASSIVE_IP = "198.18.0.250"  # unused in the lab; passive ARP requests come from it
-
-ETH_P_ARP = 0x0806
-ETH_P_IP = 0x0800
-ARPOP_REQUEST = 1
-ARPOP_REPLY = 2
-BROADCAST_MAC = b"\xff" * 6
-ZERO_MAC = b"\x00" * 6
-ZERO_IP = b"\x00" * 4
-ETH_MIN_FRAME = 60
 
 # Linux constants the socket module does not export.
 SIOCGIFHWADDR = 0x8927
@@ -87,65 +90,20 @@ class ArpMode(StrEnum):
 # --------------------------------------------------------------------------- frames (pure)
 
 
-def mac_str(mac: bytes) -> str:
-    """b'\\x02\\x00...' -> '02:00:...'."""
-    return ":".join(f"{b:02x}" for b in mac)
-
-
-def mac_bytes(mac: str) -> bytes:
-    """'02:00:...' -> 6 bytes; ValueError names the bad text."""
-    parts = mac.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
-        raise ValueError(f"not a MAC address: {mac!r}")
-    return bytes(int(p, 16) for p in parts)
-
-
-def _arp_frame(*, op: int, eth_dst: bytes, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> bytes:
-    header = eth_dst + sha + struct.pack("!H", ETH_P_ARP)
-    body = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, op) + sha + spa + tha + tpa
-    return (header + body).ljust(ETH_MIN_FRAME, b"\x00")
-
-
-def arp_request_frame(*, sender_mac: bytes, sender_ip: bytes, target_ip: bytes) -> bytes:
-    """A broadcast ARP request 'who has target_ip, tell sender_ip' (60 bytes, padded)."""
-    return _arp_frame(
-        op=ARPOP_REQUEST,
-        eth_dst=BROADCAST_MAC,
-        sha=sender_mac,
-        spa=sender_ip,
-        tha=ZERO_MAC,
-        tpa=target_ip,
-    )
-
-
-def garp_frames(*, mac: bytes, ip: bytes) -> tuple[bytes, bytes]:
-    """Gratuitous ARP for ip at mac, in request and in reply form (both broadcast)."""
-    request = _arp_frame(
-        op=ARPOP_REQUEST, eth_dst=BROADCAST_MAC, sha=mac, spa=ip, tha=ZERO_MAC, tpa=ip
-    )
-    reply = _arp_frame(op=ARPOP_REPLY, eth_dst=BROADCAST_MAC, sha=mac, spa=ip, tha=mac, tpa=ip)
-    return request, reply
-
-
-def parse_arp_answer(frame: bytes, *, vip: bytes, asker_ip: bytes, asker_mac: bytes) -> str | None:
+def parse_arp_answer(
+    frame: bytes, *, vip: IPv4Address, asker_ip: IPv4Address, asker_mac: bytes
+) -> str | None:
     """The sender MAC if frame is an ARP reply for vip addressed to the asker, else None.
 
     Gratuitous ARPs are not answers (their target is the VIP itself), so a new owner's
     announcement never counts as a second answer to the old owner's reply.
     """
-    if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+    packet = parse_arp(frame)
+    if packet is None or packet.op != OP_REPLY or packet.sender_ip != vip:
         return None
-    htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
-    if (htype, ptype, hlen, plen, op) != (1, ETH_P_IP, 6, 4, ARPOP_REPLY):
+    if packet.target_ip != asker_ip or packet.target_mac != asker_mac:
         return None
-    sha, spa, tha, tpa = frame[22:28], frame[28:32], frame[32:38], frame[38:42]
-    if spa != vip or tpa != asker_ip or tha != asker_mac:
-        return None
-    return mac_str(sha)
-
-
-def _ipv4(text: str) -> bytes:
-    return ipaddress.IPv4Address(text).packed
+    return mac_text(packet.sender_mac)
 
 
 # --------------------------------------------------------------------------- interface facts
@@ -164,9 +122,9 @@ def iface_mac(iface: str) -> bytes:
     return _ifreq(iface, SIOCGIFHWADDR)[18:24]
 
 
-def iface_ipv4(iface: str) -> bytes:
+def iface_ipv4(iface: str) -> IPv4Address:
     """The interface's primary IPv4 address."""
-    return _ifreq(iface, SIOCGIFADDR)[20:24]
+    return IPv4Address(_ifreq(iface, SIOCGIFADDR)[20:24])
 
 
 def _packet_socket(iface: str) -> socket.socket:
@@ -209,11 +167,11 @@ def run_send(*, to: str, port: int, timeout: float, payload: bytes = b"ping") ->
 
 def run_garp(*, ip: str, iface: str, count: int, gap: float) -> int:
     """Announce ip at iface's MAC: `count` rounds of request + reply gratuitous ARP."""
-    request, reply = garp_frames(mac=iface_mac(iface), ip=_ipv4(ip))
+    frames = gratuitous_frames(iface_mac(iface), IPv4Address(ip))
     with _packet_socket(iface) as sock:
         for i in range(count):
-            sock.send(request)
-            sock.send(reply)
+            for frame in frames:
+                sock.send(frame)
             if i + 1 < count:
                 time.sleep(gap)
     return 0
@@ -276,7 +234,7 @@ class _Prober:
         self.stats = ClientStats()
         self.stopping = False
         self.token = secrets.token_hex(4).encode()
-        self.vip = _ipv4(opts.vip)
+        self.vip = IPv4Address(opts.vip)
         self.pending: dict[int, _Round] = {}
         self.next_write = 0
         self.current: _Round | None = None
@@ -286,7 +244,7 @@ class _Prober:
         self.udp.bind(("0.0.0.0", 0))
         self.arp: socket.socket | None = None
         self.arp_frame = b""
-        self.asker_ip = ZERO_IP
+        self.asker_ip = UNSPECIFIED
         self.asker_mac = ZERO_MAC
         if opts.arp_mode is not ArpMode.OFF:
             self._open_arp()
@@ -299,14 +257,18 @@ class _Prober:
             # Locally administered unicast MAC nobody owns: answers reach only this socket.
             raw = bytearray(os.urandom(6))
             raw[0] = (raw[0] & 0xFC) | 0x02
-            self.asker_mac, self.asker_ip = bytes(raw), _ipv4(self.opts.passive_ip)
+            self.asker_mac, self.asker_ip = bytes(raw), IPv4Address(self.opts.passive_ip)
         self.arp = _packet_socket(iface)
         self.arp.setblocking(False)
         if self.opts.arp_mode is ArpMode.PASSIVE:
             mreq = struct.pack("iHH8s", socket.if_nametoindex(iface), PACKET_MR_PROMISC, 0, b"")
             self.arp.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-        self.arp_frame = arp_request_frame(
-            sender_mac=self.asker_mac, sender_ip=self.asker_ip, target_ip=self.vip
+        self.arp_frame = build_arp(
+            op=OP_REQUEST,
+            sender_mac=self.asker_mac,
+            sender_ip=self.asker_ip,
+            target_mac=ZERO_MAC,
+            target_ip=self.vip,
         )
 
     def close(self) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -136,22 +135,6 @@ def test_label_fits_the_kernel_limit() -> None:
 # --- Linux, in network namespaces ----------------------------------------------------------
 
 
-def _require_netns() -> None:
-    """Skip without root or `ip` -- except in CI, where that is a failure."""
-    problem = None
-    if sys.platform != "linux":
-        problem = "network namespaces need Linux"
-    elif os.geteuid() != 0:
-        problem = "network namespaces need root"
-    elif shutil.which("ip") is None:
-        problem = "network namespaces need iproute2's `ip`"
-    if problem is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{problem} (CI=true: namespace tests must run)")
-    pytest.skip(problem)
-
-
 def _ip(*args: str) -> str:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30 * SCALE)
     assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr.strip()}"
@@ -171,7 +154,8 @@ class Lab:
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    _require_netns()
+    # Only @pytest.mark.netns tests use this: conftest's autouse gate (which pytest runs first)
+    # has already skipped them, or failed them under CI=true, where namespaces do not work.
     a, b = f"hvtb{os.getpid()}a", f"hvtb{os.getpid()}b"
     created: list[str] = []
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from havip.lab import VIP
+from havip.lab import VIP, process_running
 from havip.labclient import double_answers, first_answer_from, load_samples, outages
 from havip.scenario import (
     NODES,
@@ -42,16 +42,6 @@ LAB_NODES = ("lan", "n1", "n2", "client")
 # ---- helpers -----------------------------------------------------------------------------------
 
 
-def _running(pid: int) -> bool:
-    # A zombie is done for our purposes: it only waits to be reaped.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[-1].split()
-    return bool(fields) and fields[0] != "Z"
-
-
 def _netns_pids(ns: str) -> set[int]:
     out = subprocess.run(
         ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False, timeout=10
@@ -74,9 +64,9 @@ def _cluster(tmp_path: Path, *, fast: bool = False, preempt: bool = True) -> Ite
     assert not [ns for ns in names if ns in listed], f"namespaces left behind: {listed}"
     assert all(p.poll() is not None for p in cluster.procs.values())
     deadline = time.monotonic() + 5 * SCALE
-    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(process_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not [pid for pid in pids if _running(pid)], "lab processes survived the lab"
+    assert not [pid for pid in pids if process_running(pid)], "lab processes survived the lab"
 
 
 def _show(res: Result) -> None:

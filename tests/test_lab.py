@@ -9,21 +9,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
-from havip.lab import VIP, Lab
+from havip.arp import OP_REPLY, OP_REQUEST, ZERO_MAC, build_arp, gratuitous_frames, mac_bytes
+from havip.lab import VIP, Lab, process_running
 from havip.labclient import (
     ArpMode,
     Sample,
-    arp_request_frame,
     double_answers,
     first_answer_from,
-    garp_frames,
     load_samples,
-    mac_bytes,
-    mac_str,
     max_outage_ms,
     outages,
     parse_arp_answer,
@@ -133,70 +131,63 @@ def test_load_samples_names_file_and_line_of_bad_input(tmp_path: Path) -> None:
         parse_sample("not json")
 
 
-# ----------------------------------------------------------------------------- ARP frames
+# ----------------------------------------------------------------------------- ARP answers
+
+# The frames themselves are havip.arp's, pinned by tests/test_arp.py; here only the rule of
+# what counts as an answer to the client's question.
+ANSWER_VIP = IPv4Address(VIP)
+ASKER_IP = IPv4Address("198.18.0.10")
+ASKER_MAC = mac_bytes("02:00:00:00:00:0a")
 
 
-def test_arp_request_frame_golden_bytes() -> None:
-    frame = arp_request_frame(
-        sender_mac=mac_bytes("02:00:00:00:00:0a"),
-        sender_ip=bytes([198, 18, 0, 10]),
-        target_ip=bytes([198, 18, 0, 100]),
+def _reply(
+    *,
+    sender_ip: IPv4Address = ANSWER_VIP,
+    target_mac: bytes = ASKER_MAC,
+    target_ip: IPv4Address = ASKER_IP,
+) -> bytes:
+    return build_arp(
+        op=OP_REPLY,
+        sender_mac=mac_bytes(MAC1),
+        sender_ip=sender_ip,
+        target_mac=target_mac,
+        target_ip=target_ip,
+        dst_mac=target_mac,
     )
-    expected = bytes.fromhex(
-        "ffffffffffff"
-        "02000000000a"
-        "0806"  # ethernet: broadcast, from us, ARP
-        "0001"
-        "0800"
-        "06"
-        "04"
-        "0001"  # ethernet/IPv4, request
-        "02000000000a"
-        "c612000a"  # sender MAC, IP
-        "000000000000"
-        "c6120064"  # target MAC (unknown), IP
-    ).ljust(60, b"\x00")
-    assert frame == expected
 
 
-def test_garp_frames_golden_bytes() -> None:
-    request, reply = garp_frames(mac=mac_bytes(MAC2), ip=bytes([198, 18, 0, 100]))
-    body = "000108000604"
-    assert request == bytes.fromhex(
-        "ffffffffffff0200000000020806" + body + "0001020000000002c6120064000000000000c6120064"
-    ).ljust(60, b"\x00")
-    assert reply == bytes.fromhex(
-        "ffffffffffff0200000000020806" + body + "0002020000000002c6120064020000000002c6120064"
-    ).ljust(60, b"\x00")
+def _answer(frame: bytes) -> str | None:
+    return parse_arp_answer(frame, vip=ANSWER_VIP, asker_ip=ASKER_IP, asker_mac=ASKER_MAC)
 
 
-def _reply(*, sha: str, spa: bytes, tha: str, tpa: bytes) -> bytes:
-    header = mac_bytes(tha) + mac_bytes(sha) + b"\x08\x06"
-    body = bytes.fromhex("0001080006040002") + mac_bytes(sha) + spa + mac_bytes(tha) + tpa
-    return header + body
+def test_parse_arp_answer_accepts_a_reply_to_us() -> None:
+    assert _answer(_reply()) == MAC1
+    assert _answer(_reply() + bytes(18)) == MAC1  # padded to the Ethernet minimum on the wire
 
 
-def test_parse_arp_answer_accepts_only_answers_to_us() -> None:
-    vip, me = bytes([198, 18, 0, 100]), bytes([198, 18, 0, 10])
-    my_mac = "02:00:00:00:00:0a"
-    kwargs = {"vip": vip, "asker_ip": me, "asker_mac": mac_bytes(my_mac)}
-    good = _reply(sha=MAC1, spa=vip, tha=my_mac, tpa=me)
-    assert parse_arp_answer(good, **kwargs) == MAC1
-    assert parse_arp_answer(good[:41], **kwargs) is None
-    other_ip = _reply(sha=MAC1, spa=bytes([198, 18, 0, 1]), tha=my_mac, tpa=me)
-    assert parse_arp_answer(other_ip, **kwargs) is None
-    not_for_us = _reply(sha=MAC1, spa=vip, tha=MAC2, tpa=bytes([198, 18, 0, 2]))
-    assert parse_arp_answer(not_for_us, **kwargs) is None
-    _, garp_reply = garp_frames(mac=mac_bytes(MAC2), ip=vip)
-    assert parse_arp_answer(garp_reply, **kwargs) is None
-    request = arp_request_frame(sender_mac=mac_bytes(MAC1), sender_ip=vip, target_ip=me)
-    assert parse_arp_answer(request, **kwargs) is None
-
-
-def test_mac_helpers() -> None:
-    assert mac_str(mac_bytes("AA:bb:0c:00:00:01")) == "aa:bb:0c:00:00:01"
-    with pytest.raises(ValueError, match="not a MAC"):
-        mac_bytes("aa:bb")
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(_reply()[:41], id="truncated"),
+        pytest.param(_reply(sender_ip=IPv4Address("198.18.0.1")), id="not-about-the-vip"),
+        pytest.param(_reply(target_ip=IPv4Address("198.18.0.2")), id="to-another-ip"),
+        pytest.param(_reply(target_mac=mac_bytes(MAC2)), id="to-another-mac"),
+        pytest.param(gratuitous_frames(mac_bytes(MAC2), ANSWER_VIP)[0], id="garp-request"),
+        pytest.param(gratuitous_frames(mac_bytes(MAC2), ANSWER_VIP)[1], id="garp-reply"),
+        pytest.param(
+            build_arp(
+                op=OP_REQUEST,
+                sender_mac=mac_bytes(MAC1),
+                sender_ip=ANSWER_VIP,
+                target_mac=ZERO_MAC,
+                target_ip=ASKER_IP,
+            ),
+            id="request-from-the-vip",
+        ),
+    ],
+)
+def test_parse_arp_answer_rejects_everything_else(frame: bytes) -> None:
+    assert _answer(frame) is None
 
 
 # ----------------------------------------------------------------------------- probe on loopback
@@ -432,14 +423,6 @@ def test_link_down_cuts_the_node_off(lab: Lab, time_scale: float) -> None:
     _wait_for("n1 back", lambda: _reaches(lab, "client", n1, 1.0), 10 * time_scale, step=0.0)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
 @pytest.mark.netns
 def test_destroy_removes_namespaces_and_processes(time_scale: float) -> None:
     lab = Lab().create()
@@ -470,7 +453,7 @@ def test_destroy_removes_namespaces_and_processes(time_scale: float) -> None:
     assert not any(name in listed for name in names)
     assert echo.returncode == -signal.SIGKILL
     assert spawner.returncode == -signal.SIGKILL
-    _wait_for("the grandchild to die", lambda: not _alive(grandchild), 5 * time_scale)
+    _wait_for("the grandchild to die", lambda: not process_running(grandchild), 5 * time_scale)
 
 
 _ORPHAN_SCRIPT = """
@@ -497,7 +480,7 @@ def test_remove_stale_clears_labs_of_killed_owners_only(lab: Lab, time_scale: fl
     finally:
         owner.kill()  # SIGKILL: no atexit, the lab is left behind
         owner.wait()
-    assert _alive(int(echo_pid))
+    assert process_running(int(echo_pid))
 
     removed = Lab.remove_stale()
 
@@ -506,4 +489,6 @@ def test_remove_stale_clears_labs_of_killed_owners_only(lab: Lab, time_scale: fl
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"{prefix}-" not in listed
     assert lab.ns_name("lan") in listed
-    _wait_for("the orphaned echo to die", lambda: not _alive(int(echo_pid)), 5 * time_scale)
+    _wait_for(
+        "the orphaned echo to die", lambda: not process_running(int(echo_pid)), 5 * time_scale
+    )
