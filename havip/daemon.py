@@ -43,6 +43,7 @@ from havip.failover import (
     Stop,
     Tick,
     Transition,
+    TransitionError,
     Vetoed,
 )
 from havip.httpd import start_http
@@ -121,6 +122,7 @@ class Daemon:
         self.since_wall = time.time()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self.exit_code = 0
         self.servers: list[asyncio.Server] = []
         self._veto_logged_at: float | None = None
         self._vetoes = 0
@@ -173,7 +175,7 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.backend.close()
         event("stopped", state=self.failover.state, epoch=self.failover.epoch)
-        return 0
+        return self.exit_code
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -183,9 +185,12 @@ class Daemon:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            event("internal_error", f"task failed: {exc!r}", level=logging.ERROR)
-            self.done.set()
+            self._fail(f"task failed: {task.exception()!r}")
+
+    def _fail(self, why: str) -> None:
+        event("internal_error", why, level=logging.CRITICAL)
+        self.exit_code = 1
+        self.done.set()
 
     def _request_stop(self) -> None:
         if self._stopping:
@@ -198,7 +203,14 @@ class Daemon:
 
     def feed(self, ev: Event) -> None:
         """Give one event to the failover machine and dispatch what it decides."""
-        for action in self.failover.handle(ev, self.loop.time()):
+        try:
+            actions = self.failover.handle(ev, self.loop.time())
+        except TransitionError as exc:
+            # A bug in the core, not the peer's doing: stop (the host keeps any VIP it holds,
+            # and a restarted daemon resumes) rather than run on in an unknown state.
+            self._fail(f"state machine error: {exc}")
+            return
+        for action in actions:
             if isinstance(action, Transition):
                 self._log_transition(action)
             elif isinstance(action, Vetoed):

@@ -57,6 +57,9 @@ class PeerResign:
 SessionEvent = PeerHello | PeerUpdate | PeerResign
 
 
+MAX_EPOCH = 2**62  # far beyond any real count of takeovers; leaves room to add to it
+
+
 def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
@@ -143,6 +146,9 @@ class PeerSession:
 
     def receive(self, msg: Message, now: float) -> SessionEvent:
         """Validate one message from the peer; raises ProtocolError when it breaks the rules."""
+        if msg.epoch > MAX_EPOCH:
+            # Our next takeover must fit the wire: refuse rather than overflow later.
+            raise ProtocolError(ErrorKind.MALFORMED, f"epoch {msg.epoch} is out of range")
         if isinstance(msg, Hello):
             return self._receive_hello(msg, now)
         if not self._hello_seen:

@@ -318,7 +318,16 @@ async def _legit_hello(port: int, certs: Certs) -> bool:
         writer.close()
 
 
-BAD_CLIENTS = ["garbage", "other_ca", "wrong_name", "expired", "oversized", "unknown_type", "seq"]
+BAD_CLIENTS = [
+    "garbage",
+    "other_ca",
+    "wrong_name",
+    "expired",
+    "oversized",
+    "unknown_type",
+    "seq",
+    "huge_epoch",
+]
 
 
 @pytest.mark.parametrize("kind", BAD_CLIENTS)
@@ -363,6 +372,20 @@ def test_bad_input_is_rejected_counted_and_daemon_keeps_serving(
                 elif kind == "unknown_type":
                     writer.write(struct.pack("!I", 3) + b"\x63ab")
                     label = ("havip_protocol_errors_total", {"kind": "unknown_type"})
+                elif kind == "huge_epoch":
+                    st = LocalStatus(state=State.ACTIVE, owns=True, epoch=2**64 - 1)
+                    hello = PeerSession(
+                        me="n2",
+                        peer="n1",
+                        primary="n1",
+                        preempt=True,
+                        boot_id=b"x" * 16,
+                        interval=1,
+                        dead_time=1,
+                        now=0,
+                    ).hello(st)
+                    writer.write(encode(hello))
+                    label = ("havip_protocol_errors_total", {"kind": "malformed"})
                 else:
                     session = PeerSession(
                         me="n2",

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from havip.session import (
+    MAX_EPOCH,
     LocalStatus,
     PeerHello,
     PeerResign,
@@ -373,3 +374,42 @@ def test_hello_timeout_applies_until_the_hello() -> None:
     assert not s.expired(T0 + DEAD + 0.5)
     s.receive(peer_hello(), T0 + 2.0)
     assert s.deadline == pytest.approx(T0 + 2.0 + DEAD)
+
+
+@pytest.mark.parametrize("kind", ["hello", "keepalive", "resign"])
+def test_absurd_epoch_is_a_protocol_error(kind: str) -> None:
+    """A peer claiming epoch near 2**64 must not make our next takeover overflow the wire."""
+    session = PeerSession(
+        me="n2",
+        peer="n1",
+        primary="n1",
+        preempt=True,
+        boot_id=b"b" * 16,
+        interval=0.05,
+        dead_time=0.2,
+        now=0.0,
+    )
+    big = MAX_EPOCH + 1
+    hello = Hello(
+        version=1,
+        node="n1",
+        primary="n1",
+        preempt=True,
+        boot_id=b"a" * 16,
+        state=State.ACTIVE,
+        owns=True,
+        epoch=1 if kind != "hello" else big,
+    )
+    if kind == "hello":
+        with pytest.raises(ProtocolError, match="out of range"):
+            session.receive(hello, 0.0)
+        return
+    session.receive(hello, 0.0)
+    msg: Keepalive | Resign = (
+        Keepalive(seq=1, state=State.ACTIVE, owns=True, epoch=big, sent_us=1)
+        if kind == "keepalive"
+        else Resign(seq=1, epoch=big)
+    )
+    with pytest.raises(ProtocolError, match="out of range") as exc:
+        session.receive(msg, 0.1)
+    assert exc.value.kind is ErrorKind.MALFORMED
