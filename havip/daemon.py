@@ -62,7 +62,7 @@ from havip.transport import (
 from havip.wire import ProtocolError
 
 SECOND_ANNOUNCE_AFTER = 2.0  # keepalived's habit: a second gratuitous ARP burst a little later
-RECONCILE_EVERY = 1.0
+RECONCILE_EVERY = 5.0  # also how often a freeze (SIGSTOP, paused VM) is noticed
 SHUTDOWN_LIMIT = 5.0
 FAULT_RETRY = 5.0
 VETO_LOG_EVERY = 10.0
@@ -573,8 +573,11 @@ class Daemon:
             if ev.rtt is not None:
                 self.last_rtt = ev.rtt
                 self.metrics.observe_rtt(ev.rtt)
-            self.metrics.set_peer_state(ev.status.state)
-            self.feed(PeerInfo(status=ev.status))
+            if ev.status != self.failover.peer:
+                # A repeated status is a no-op for the machine (its timers come from Tick),
+                # and this runs for every keepalive: skip the work.
+                self.metrics.set_peer_state(ev.status.state)
+                self.feed(PeerInfo(status=ev.status))
         else:
             event("resign_received", "peer handed the VIP over", peer=self.cfg.peer_name)
             self.feed(PeerResigned(epoch=ev.epoch))

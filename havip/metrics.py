@@ -53,6 +53,7 @@ class _OneHot:
     def __init__(self, gauge: Gauge, values: Iterable[str]) -> None:
         self._gauge = gauge
         self._known: list[str] = []
+        self._current: str | None = None
         self._lock = threading.Lock()
         for value in values:
             self._add(str(value))
@@ -63,12 +64,18 @@ class _OneHot:
             self._gauge.labels(value).set(0)
 
     def select(self, value: str | None) -> None:
+        # Called for every keepalive: touch only the two series that change, and only on change.
         # The lock keeps a concurrent pair of calls from leaving two series at 1.
         with self._lock:
+            value = None if value is None else str(value)
+            if value == self._current:
+                return
             if value is not None:
-                self._add(str(value))
-            for known in self._known:
-                self._gauge.labels(known).set(1 if known == value else 0)
+                self._add(value)
+                self._gauge.labels(value).set(1)
+            if self._current is not None:
+                self._gauge.labels(self._current).set(0)
+            self._current = value
 
 
 class Metrics:
