@@ -54,12 +54,12 @@ from havip.states import LinkDown, Reason, State
 from havip.transport import (
     Connection,
     PeerRejected,
-    accept,
     client_context,
     dial,
+    listen,
     server_context,
 )
-from havip.wire import ProtocolError
+from havip.wire import Message, ProtocolError
 
 SECOND_ANNOUNCE_AFTER = 2.0  # keepalived's habit: a second gratuitous ARP burst a little later
 RECONCILE_EVERY = 5.0  # also how often a freeze (SIGSTOP, paused VM) is noticed
@@ -77,6 +77,7 @@ class _Reconcile:
 class _Link:
     conn: Connection
     session: PeerSession
+    speak_first: bool
     up: bool = False  # HELLO accepted on this connection
     inherited: bool = False  # replaced a connection the core still counts as up
 
@@ -151,7 +152,17 @@ class Daemon:
             servers.append(await start_http(host, port, metrics=self.metrics, status=self.status))
         if cfg.is_primary:
             host, port = cfg.listen
-            servers.append(await asyncio.start_server(self._on_accept, host, port))
+            servers.append(
+                await listen(
+                    host,
+                    port,
+                    self.tls,
+                    cfg.peer_name,
+                    cfg.timing.handshake_timeout,
+                    lambda conn: self._start_link(conn, speak_first=True),
+                    self._on_reject,
+                )
+            )
         else:
             self._spawn(self._dial_loop())
         present = any(
@@ -428,6 +439,10 @@ class Daemon:
             self._timer.cancel()
         self._timer = self.loop.call_at(when, self._on_timer) if when is not None else None
 
+    def _send_keepalive(self, link: _Link, now: float) -> None:
+        link.conn.send(link.session.keepalive(self.failover.local_status(), now))
+        self.metrics.keepalive_sent()
+
     def _on_timer(self) -> None:
         self._timer = None
         now = self.loop.time()
@@ -438,8 +453,7 @@ class Daemon:
                     self.metrics.keepalive_missed()
                 self._drop(link, LinkDown.DEADLINE_MISSED, "no keepalive within the dead time")
             elif link.up and now >= link.session.next_send:
-                link.conn.send(link.session.keepalive(self.failover.local_status(), now))
-                self.metrics.keepalive_sent()
+                self._send_keepalive(link, now)
         due = self.failover.next_timer()
         if due is not None and due <= now:
             self.feed(Tick())
@@ -447,18 +461,9 @@ class Daemon:
 
     # ---- the peer link ------------------------------------------------------------------------
 
-    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        t = self.cfg.timing
-        try:
-            conn = await accept(reader, writer, self.tls, self.cfg.peer_name, t.handshake_timeout)
-        except PeerRejected as exc:
-            self.metrics.peer_rejected(exc.reason)
-            event("peer_rejected", exc.detail, level=logging.WARNING, reason=exc.reason)
-            return
-        except asyncio.CancelledError:
-            return  # shutting down; asyncio would log a cancelled handler as an error
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._run_link(conn, speak_first=True)
+    def _on_reject(self, exc: PeerRejected) -> None:
+        self.metrics.peer_rejected(exc.reason)
+        event("peer_rejected", exc.detail, level=logging.WARNING, reason=exc.reason)
 
     async def _dial_loop(self) -> None:
         cfg = self.cfg
@@ -497,13 +502,14 @@ class Daemon:
             failing = False
             if conn is not None:
                 started = self.loop.time()
-                await self._run_link(conn, speak_first=False)
+                self._start_link(conn, speak_first=False)
+                await conn.done
                 if self.loop.time() - started < 1.0:
                     await asyncio.sleep(t.keepalive_interval)
 
-    async def _run_link(self, conn: Connection, *, speak_first: bool) -> None:
+    def _start_link(self, conn: Connection, *, speak_first: bool) -> None:
+        """Take `conn` as the one peer link (the primary speaks first)."""
         t = self.cfg.timing
-        now = self.loop.time()
         session = PeerSession(
             me=self.cfg.node,
             peer=self.cfg.peer_name,
@@ -512,10 +518,10 @@ class Daemon:
             boot_id=self.boot_id,
             interval=t.keepalive_interval,
             dead_time=t.dead_time,
-            now=now,
+            now=self.loop.time(),
             hello_timeout=max(t.dead_time, t.handshake_timeout),
         )
-        link = _Link(conn, session)
+        link = _Link(conn, session, speak_first=speak_first)
         old = self.link
         self.link = link
         if old is not None:
@@ -524,36 +530,36 @@ class Daemon:
             link.inherited = old.up or old.inherited
         if speak_first:
             conn.send(session.hello(self.failover.local_status()))
+        conn.attach(
+            lambda msg: self._on_message(link, msg), lambda why: self._on_link_end(link, why)
+        )
         self._arm()
-        try:
-            while True:
-                msg = await conn.read()
-                if msg is None:
-                    self._drop(link, LinkDown.CONNECTION_LOST, "peer closed the connection")
-                    return
-                if self.link is not link:
-                    return
-                ev = session.receive(msg, self.loop.time())
-                self._on_session_event(link, ev, speak_first)
-        except ProtocolError as exc:
-            self.metrics.protocol_error(exc.kind)
+
+    def _on_message(self, link: _Link, msg: Message) -> None:
+        """One message from the peer; a ProtocolError raised here closes the connection."""
+        if self.link is not link:
+            return
+        self._on_session_event(link, link.session.receive(msg, self.loop.time()))
+
+    def _on_link_end(self, link: _Link, why: BaseException | None) -> None:
+        if isinstance(why, ProtocolError):
+            self.metrics.protocol_error(why.kind)
             event(
                 "protocol_error",
-                exc.detail,
+                why.detail,
                 level=logging.WARNING,
-                kind=exc.kind,
+                kind=why.kind,
                 peer=self.cfg.peer_name,
-                addr=conn.peer_addr,
+                addr=link.conn.peer_addr,
             )
-            self._drop(link, LinkDown.PROTOCOL_ERROR, str(exc))
-        except (OSError, ConnectionError) as exc:
-            self._drop(link, LinkDown.CONNECTION_LOST, str(exc) or type(exc).__name__)
+            self._drop(link, LinkDown.PROTOCOL_ERROR, str(why))
+        else:
+            text = "peer closed the connection" if why is None else str(why) or type(why).__name__
+            self._drop(link, LinkDown.CONNECTION_LOST, text)
 
-    def _on_session_event(
-        self, link: _Link, ev: PeerHello | PeerUpdate | PeerResign, speak_first: bool
-    ) -> None:
+    def _on_session_event(self, link: _Link, ev: PeerHello | PeerUpdate | PeerResign) -> None:
         if isinstance(ev, PeerHello):
-            if not speak_first:
+            if not link.speak_first:
                 link.conn.send(link.session.hello(self.failover.local_status()))
             link.up = True
             self.metrics.peer_connected_event()
@@ -578,6 +584,10 @@ class Daemon:
                 # and this runs for every keepalive: skip the work.
                 self.metrics.set_peer_state(ev.status.state)
                 self.feed(PeerInfo(status=ev.status))
+            now = self.loop.time()
+            if link.up and self.link is link and link.session.reply_due(now):
+                self._send_keepalive(link, now)
+                self._arm()
         else:
             event("resign_received", "peer handed the VIP over", peer=self.cfg.peer_name)
             self.feed(PeerResigned(epoch=ev.epoch))

@@ -144,6 +144,16 @@ class PeerSession:
     def next_wakeup(self) -> float:
         return min(self.next_send, self.deadline)
 
+    def reply_due(self, now: float) -> bool:
+        """Whether to send our keepalive now, right after receiving the peer's.
+
+        When our own is due within half an interval anyway, sending it now puts the two sides
+        in lockstep: one side's timer drives both, and the other wakes once per interval
+        instead of twice. Keepalives still go out at least every interval, and the echoed
+        timestamp is fresh, which makes the RTT exact.
+        """
+        return now >= self.next_send - self._interval / 2
+
     def receive(self, msg: Message, now: float) -> SessionEvent:
         """Validate one message from the peer; raises ProtocolError when it breaks the rules."""
         if msg.epoch > MAX_EPOCH:

@@ -8,16 +8,13 @@ on its first read, so the server speaks first and the client reads before it wri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
-from dataclasses import dataclass
+from collections.abc import Callable
 from enum import StrEnum
 
 from havip.config import TlsFiles
-from havip.wire import FrameDecoder, Message, encode
-
-READ_CHUNK = 4096
+from havip.wire import FrameDecoder, Message, ProtocolError, encode
 
 
 class RejectReason(StrEnum):
@@ -60,82 +57,204 @@ def client_context(tls: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
-def peer_dns_names(writer: asyncio.StreamWriter) -> set[str]:
+def peer_dns_names(transport: asyncio.BaseTransport) -> set[str]:
     """DNS names in the verified peer certificate's subjectAltName."""
-    cert = writer.get_extra_info("peercert") or {}
+    cert = transport.get_extra_info("peercert") or {}
     return {value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"}
 
 
-def _nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
+def _nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-@dataclass(eq=False)
-class Connection:
-    """One authenticated connection; reads frames into messages, writes messages as frames."""
+class Connection(asyncio.Protocol):
+    """One TLS connection: frames in, messages out, through callbacks.
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    peer_addr: str
+    Messages are decoded and handed over inside `data_received`, with no task or future per
+    read: a keepalive costs one wake-up of the loop, which is most of what an idle daemon does.
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
         self._decoder = FrameDecoder()
-        self._ready: list[Message] = []
+        self.transport: asyncio.Transport | None = None
+        self.peer_addr = "?"
         self.closed = False
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._on_message: Callable[[Message], None] | None = None
+        self._on_end: Callable[[BaseException | None], None] | None = None
+        self._early: list[Message] = []
+        self._ended: tuple[BaseException | None] | None = None
 
-    async def read(self) -> Message | None:
-        """The next message, or None at end of stream. Raises ProtocolError on bad bytes."""
-        while not self._ready:
-            data = await self.reader.read(READ_CHUNK)
-            if not data:
-                return None
-            self._ready.extend(self._decoder.feed(data))
-        return self._ready.pop(0)
+    # ---- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer_addr = _addr(transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for msg in self._decoder.feed(data):
+                if self.closed:
+                    return
+                if self._on_message is None:
+                    self._early.append(msg)
+                else:
+                    self._on_message(msg)
+        except ProtocolError as exc:
+            self._end(exc)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+
+    # ---- for the daemon --------------------------------------------------------------------
+
+    def attach(
+        self,
+        on_message: Callable[[Message], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> None:
+        """Start delivering: `on_message` for each message (it may raise ProtocolError), then
+        `on_end` once with why the peer's side ended (None: closed; ProtocolError: bad input)."""
+        self._on_message, self._on_end = on_message, on_end
+        early, self._early = self._early, []
+        try:
+            for msg in early:
+                if not self.closed:
+                    on_message(msg)
+        except ProtocolError as exc:
+            self._end(exc)
+        if self._ended is not None:
+            on_end(self._ended[0])
 
     def send(self, msg: Message) -> None:
-        if not self.closed:
-            self.writer.write(encode(msg))
+        if not self.closed and self.transport is not None:
+            self.transport.write(encode(msg))
 
     async def drain(self, timeout: float) -> None:
-        with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self.writer.drain(), timeout)
+        """Wait (bounded) until what we wrote has left our buffers."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (
+            self.transport is not None
+            and not self.transport.is_closing()
+            and self.transport.get_write_buffer_size()
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            await asyncio.sleep(0.001)
 
     def close(self) -> None:
+        """Our side ends the connection (no `on_end` callback)."""
         if not self.closed:
             self.closed = True
-            self.writer.close()
+            if self.transport is not None:
+                self.transport.close()
+            self._resolve()
+
+    def abort(self) -> None:
+        """Drop the connection at once, unsent data and all."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._resolve()
+
+    def _end(self, why: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            if isinstance(why, ProtocolError):
+                self.transport.abort()
+            else:
+                self.transport.close()
+        self._resolve()
+        if self._on_end is None:
+            self._ended = (why,)
+        else:
+            self._on_end(why)
+
+    def _resolve(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
 
-async def accept(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+class _Plain(asyncio.Protocol):
+    """An accepted TCP connection, held still until it is upgraded to TLS."""
+
+    def __init__(self, upgrade: Callable[[asyncio.Transport], None]) -> None:
+        self._upgrade = upgrade
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # not a byte of the ClientHello may be read before TLS starts
+        self._upgrade(transport)
+
+
+async def listen(
+    host: str,
+    port: int,
     ctx: ssl.SSLContext,
     peer_name: str,
     timeout: float,
+    on_connection: Callable[[Connection], None],
+    on_reject: Callable[[PeerRejected], None],
+) -> asyncio.Server:
+    """Accept TCP, upgrade to TLS, require the peer's certificate to name `peer_name`."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def upgrade(plain: asyncio.Transport) -> None:
+        try:
+            conn = await accept(plain, ctx, peer_name, timeout)
+        except PeerRejected as exc:
+            on_reject(exc)
+            return
+        on_connection(conn)
+
+    def start(plain: asyncio.Transport) -> None:
+        task = loop.create_task(upgrade(plain))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return await loop.create_server(lambda: _Plain(start), host, port)
+
+
+async def accept(
+    plain: asyncio.Transport, ctx: ssl.SSLContext, peer_name: str, timeout: float
 ) -> Connection:
     """Upgrade an accepted TCP connection to TLS and authenticate the peer by name."""
-    addr = _addr(writer)
+    loop = asyncio.get_running_loop()
+    addr = _addr(plain)
+    conn = Connection()
     try:
-        await writer.start_tls(ctx, ssl_handshake_timeout=timeout)
+        tls = await loop.start_tls(
+            plain, conn, ctx, server_side=True, ssl_handshake_timeout=timeout
+        )
     except TimeoutError:
-        writer.close()
+        plain.abort()
         raise PeerRejected(
             RejectReason.TIMEOUT, f"{addr}: no TLS handshake within {timeout}s"
         ) from None
     except (ssl.SSLError, OSError, ConnectionError) as exc:
-        writer.close()
+        plain.abort()
         raise PeerRejected(RejectReason.TLS_HANDSHAKE, f"{addr}: {_why(exc)}") from None
-    names = peer_dns_names(writer)
+    if tls is None:
+        plain.abort()
+        raise PeerRejected(RejectReason.TLS_HANDSHAKE, f"{addr}: closed during the handshake")
+    conn.connection_made(tls)
+    names = peer_dns_names(tls)
     if peer_name not in names:
-        writer.close()
+        tls.abort()
         raise PeerRejected(
             RejectReason.WRONG_PEER_NAME,
             f"{addr}: certificate names {sorted(names)}, expected {peer_name!r}",
         )
-    _nodelay(writer)
-    return Connection(reader, writer, addr)
+    _nodelay(tls)
+    return conn
 
 
 async def dial(
@@ -143,10 +262,16 @@ async def dial(
 ) -> Connection:
     """Connect to the peer and authenticate it; the server name must be `peer_name`."""
     addr = f"{host}:{port}"
+    loop = asyncio.get_running_loop()
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                host, port, ssl=ctx, server_hostname=peer_name, ssl_handshake_timeout=timeout
+        transport, conn = await asyncio.wait_for(
+            loop.create_connection(
+                Connection,
+                host,
+                port,
+                ssl=ctx,
+                server_hostname=peer_name,
+                ssl_handshake_timeout=timeout,
             ),
             timeout,
         )
@@ -161,12 +286,12 @@ async def dial(
         raise PeerRejected(reason, f"{addr}: {_why(exc)}") from None
     except ssl.SSLError as exc:
         raise PeerRejected(RejectReason.TLS_HANDSHAKE, f"{addr}: {_why(exc)}") from None
-    _nodelay(writer)
-    return Connection(reader, writer, addr)
+    _nodelay(transport)
+    return conn
 
 
-def _addr(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
+def _addr(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer)

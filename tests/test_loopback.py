@@ -164,7 +164,7 @@ class Node:
         for task in list(self.d._tasks):
             task.cancel()
         if self.d.link is not None:
-            self.d.link.conn.writer.transport.abort()
+            self.d.link.conn.abort()
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
 
