@@ -31,6 +31,7 @@ from havip.failover import (
     FailoverTiming,
     PeerDown,
     PeerInfo,
+    PeerQuiet,
     PeerResigned,
     PeerUp,
     Probe,
@@ -66,6 +67,7 @@ RECONCILE_EVERY = 5.0  # also how often a freeze (SIGSTOP, paused VM) is noticed
 SHUTDOWN_LIMIT = 5.0
 FAULT_RETRY = 5.0
 VETO_LOG_EVERY = 10.0
+PROBE_OVERHEAD = 0.015  # a probe's socket set-up and thread hand-off, on top of its window
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +80,10 @@ class _Link:
     conn: Connection
     session: PeerSession
     speak_first: bool
-    up: bool = False  # HELLO accepted on this connection
+    up: bool = False
+    quiet: bool = (
+        False  # PeerQuiet reported for the current silence  # HELLO accepted on this connection
+    )
     inherited: bool = False  # replaced a connection the core still counts as up
 
 
@@ -114,6 +119,11 @@ class Daemon:
         self.boot_id = os.urandom(16)
         # Built once: a bad certificate or key stops the daemon at start, not at the first peer.
         self.tls = server_context(cfg.tls) if cfg.is_primary else client_context(cfg.tls)
+        # Probe this long before the deadline when the peer goes quiet, so a real failure is
+        # already checked when the deadline passes; never so early that one late keepalive
+        # (half an interval) counts as quiet.
+        lead = min(t.probe_window + PROBE_OVERHEAD, t.dead_time - 1.5 * t.keepalive_interval)
+        self._quiet_lead: float | None = lead if lead > 0 else None
         self.link: _Link | None = None
         self.actions: asyncio.Queue[Action | _Reconcile] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -429,6 +439,8 @@ class Daemon:
         link = self.link
         if link is not None:
             wakeups.append(link.session.next_wakeup() if link.up else link.session.deadline)
+            if link.up and not link.quiet and self._quiet_lead is not None:
+                wakeups.append(link.session.deadline - self._quiet_lead)
         due = self.failover.next_timer()
         if due is not None and due > now:  # a timer already handled must not make us spin
             wakeups.append(due)
@@ -452,8 +464,14 @@ class Daemon:
                 if link.up:
                     self.metrics.keepalive_missed()
                 self._drop(link, LinkDown.DEADLINE_MISSED, "no keepalive within the dead time")
-            elif link.up and now >= link.session.next_send:
-                self._send_keepalive(link, now)
+            else:
+                if link.up and now >= link.session.next_send:
+                    self._send_keepalive(link, now)
+                lead = self._quiet_lead
+                quiet = lead is not None and now >= link.session.deadline - lead
+                if link.up and not link.quiet and quiet:
+                    link.quiet = True
+                    self.feed(PeerQuiet())
         due = self.failover.next_timer()
         if due is not None and due <= now:
             self.feed(Tick())
@@ -579,7 +597,8 @@ class Daemon:
             if ev.rtt is not None:
                 self.last_rtt = ev.rtt
                 self.metrics.observe_rtt(ev.rtt)
-            if ev.status != self.failover.peer:
+            if ev.status != self.failover.peer or link.quiet:
+                link.quiet = False
                 # A repeated status is a no-op for the machine (its timers come from Tick),
                 # and this runs for every keepalive: skip the work.
                 self.metrics.set_peer_state(ev.status.state)

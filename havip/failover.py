@@ -66,6 +66,15 @@ class PeerDown:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PeerQuiet:
+    """The peer has been silent for most of the dead time (the link is still up).
+
+    A standby then probes the LAN ahead of the deadline, so that if the deadline does pass it
+    already knows whether anybody answers for the VIP, and takes over without a further wait.
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
 class PeerResigned:
     """The peer removed the VIP and hands it over."""
 
@@ -107,6 +116,7 @@ Event = (
     | PeerUp
     | PeerInfo
     | PeerDown
+    | PeerQuiet
     | PeerResigned
     | ProbeDone
     | BackendFailed
@@ -121,6 +131,7 @@ Event = (
 class ProbePurpose(StrEnum):
     TAKEOVER = "takeover"  # we want the VIP: does anybody still answer for it?
     CONFLICT = "conflict"  # we hold it and lost the peer: did somebody take it while we were away?
+    EARLY = "early"  # the peer went quiet: ask now, so a takeover need not wait for a probe later
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,6 +226,7 @@ class Failover:
         self.since = now
         self._started: float | None = None
         self._present = False  # INIT only: an earlier run left the VIP on our interface
+        self._early_silent = False  # the peer went quiet and an early probe found the VIP silent
         self._next_probe_id = 0
         self._probe: tuple[int, ProbePurpose] | None = None
         self._retry_at: float | None = None
@@ -258,6 +270,9 @@ class Failover:
         if isinstance(event, Start):
             self._started = now
             self._present = event.present
+        elif isinstance(event, PeerQuiet):
+            if self.state is State.STANDBY and self.peer is not None and self._probe is None:
+                self._start_probe(ProbePurpose.EARLY, out)
         elif isinstance(event, Resumed):
             if self.state is State.ACTIVE and self.peer is None and self._probe is None:
                 self._start_probe(ProbePurpose.CONFLICT, out)
@@ -281,6 +296,9 @@ class Failover:
 
     def _on_peer_status(self, status: PeerStatus, now: float, out: list[Action]) -> None:
         self.peer = status
+        self._early_silent = False  # the peer spoke: whatever the early probe found is moot
+        if self._probe is not None and self._probe[1] is ProbePurpose.EARLY:
+            self._cancel_probe()
         if self.state is State.ACTIVE:
             if self._probe is not None:
                 self._cancel_probe()  # the peer is back and speaks for itself
@@ -311,7 +329,18 @@ class Failover:
             # We may have been frozen or cut off while the peer took over: look before we stay.
             self._start_probe(ProbePurpose.CONFLICT, out)
         elif self.state is State.STANDBY:
-            self._retry_at = None  # probe right away
+            early, self._early_silent = self._early_silent, False
+            if self._probe is not None and self._probe[1] is ProbePurpose.EARLY:
+                # The probe sent when the peer went quiet is still out: its answer decides.
+                self._probe = (self._probe[0], ProbePurpose.TAKEOVER)
+                self._go(S.PROBING, R.PEER_LOST, "wants the VIP, asking the LAN first", now, out)
+            elif early:
+                self._go(S.PROBING, R.PEER_LOST, "wants the VIP, already asked the LAN", now, out)
+                self._take(
+                    R.PROBE_SILENT, "nobody answered the probe sent before the deadline", now, out
+                )
+            else:
+                self._retry_at = None  # probe right away
 
     def _on_resigned(self, event: PeerResigned, now: float, out: list[Action]) -> None:
         if self.state not in (S.INIT, S.STANDBY, S.PROBING) or self._started is None:
@@ -325,6 +354,9 @@ class Failover:
         purpose = self._probe[1]
         self._probe = None
         answered = event.answered_by
+        if purpose is ProbePurpose.EARLY:
+            self._early_silent = self.state is State.STANDBY and answered is None
+            return
         if purpose is ProbePurpose.CONFLICT:
             if answered is not None and self.state is State.ACTIVE:
                 out.append(Release(reason=R.PROBE_ANSWERED))
@@ -447,6 +479,7 @@ class Failover:
     def _take(self, reason: Reason, sentence: str, now: float, out: list[Action]) -> None:
         epoch = max(self.epoch, self._seen_epoch) + 1
         self.epoch = self._seen_epoch = epoch
+        self._early_silent = False
         self._present = False
         self._retry_at = None
         out.append(Acquire(epoch=epoch))

@@ -368,19 +368,19 @@ ERROR_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"timing.probe_count": 0}, "timing.probe_count", "must be from 1 to 10 (got 0)"),
     ({"timing.probe_count": 11}, "timing.probe_count", "must be from 1 to 10 (got 11)"),
     (
-        {"timing.dead_time": "100ms"},
+        {"timing.dead_time": "200ms", "timing.keepalive_interval": "100ms"},
         "timing.dead_time",
-        "must be more than 2 x timing.keepalive_interval (got 100ms vs 50ms)",
+        "must be more than 2 x timing.keepalive_interval (got 200ms vs 100ms)",
     ),
     (
-        {"timing.probe_window": "1.1s"},
+        {"timing.probe_window": "1.7s"},
         "timing.probe_window",
-        "must be at most 5 x timing.dead_time (got 1.1s vs 200ms)",
+        "must be at most 5 x timing.dead_time (got 1.7s vs 320ms)",
     ),
     (
-        {"timing.reconnect_max": "40ms"},
+        {"timing.reconnect_max": "90ms", "timing.keepalive_interval": "100ms"},
         "timing.reconnect_max",
-        "must be at least timing.keepalive_interval (got 40ms vs 50ms)",
+        "must be at least timing.keepalive_interval (got 90ms vs 100ms)",
     ),
     # backend
     ({"backend.type": "xen"}, "backend.type", 'unknown backend "xen"'),
@@ -402,7 +402,9 @@ def test_one_error(tmp_path: Path, changes: dict[str, Any], key: str, message: s
 
 
 def test_error_line_has_the_documented_shape(tmp_path: Path) -> None:
-    path = write(tmp_path, changed({"timing.dead_time": "80ms"}))
+    path = write(
+        tmp_path, changed({"timing.dead_time": "80ms", "timing.keepalive_interval": "50ms"})
+    )
     assert errors_of(path) == [
         f"{path}: timing.dead_time: must be more than 2 x timing.keepalive_interval "
         "(got 80ms vs 50ms)"

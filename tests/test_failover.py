@@ -20,6 +20,7 @@ from havip.failover import (
     FailoverTiming,
     PeerDown,
     PeerInfo,
+    PeerQuiet,
     PeerResigned,
     PeerUp,
     Probe,
@@ -980,3 +981,63 @@ def test_acquire_epoch_above_resign_epoch_heard_while_not_entitled(
     acts = drive(fo, [fire(fo)])
     acts = drive(fo, [(30.0, silent(probe_of(acts)))])
     assert summary(acts)[0] == ("acquire", 7)
+
+
+# ---- early probing: the peer went quiet before the deadline -----------------------------------
+
+QUIET = PeerQuiet()
+
+
+def test_quiet_peer_early_probe_silent_then_deadline_takes_without_another_probe() -> None:
+    fo = standby_behind_owner(peer_epoch=4)
+    acts = drive(fo, [(10.0, QUIET)])
+    assert summary(acts) == [("probe", ProbePurpose.EARLY)]
+    assert fo.state is S.STANDBY  # nothing decided yet: the peer may still speak
+    assert drive(fo, [(10.06, silent(probe_of(acts)))]) == []
+    acts = drive(fo, [(10.1, DOWN)])
+    assert summary(acts) == [
+        ("to", S.PROBING, R.PEER_LOST),
+        ("acquire", 5),
+        ("to", S.ACTIVE, R.PROBE_SILENT),
+    ]
+
+
+def test_quiet_peer_early_probe_answered_means_a_fresh_probe_at_the_deadline() -> None:
+    fo = standby_behind_owner(peer_epoch=4)
+    probe = probe_of(drive(fo, [(10.0, QUIET)]))
+    assert drive(fo, [(10.06, answered(probe))]) == []  # no veto logged for a mere suspicion
+    acts = drive(fo, [(10.1, DOWN)])
+    assert summary(acts) == [("to", S.PROBING, R.PEER_LOST), ("probe", ProbePurpose.TAKEOVER)]
+
+
+def test_early_probe_still_out_at_the_deadline_decides_the_takeover() -> None:
+    fo = standby_behind_owner(peer_epoch=4)
+    probe = probe_of(drive(fo, [(10.0, QUIET)]))
+    acts = drive(fo, [(10.05, DOWN)])
+    assert summary(acts) == [("to", S.PROBING, R.PEER_LOST)]  # no second probe
+    acts = drive(fo, [(10.06, silent(probe))])
+    assert summary(acts) == [("acquire", 5), ("to", S.ACTIVE, R.PROBE_SILENT)]
+
+
+def test_peer_speaking_again_voids_the_early_result() -> None:
+    fo = standby_behind_owner(peer_epoch=4)
+    probe = probe_of(drive(fo, [(10.0, QUIET)]))
+    drive(fo, [(10.06, silent(probe)), (10.08, info(S.ACTIVE, 4))])
+    acts = drive(fo, [(20.0, DOWN)])
+    assert summary(acts) == [("to", S.PROBING, R.PEER_LOST), ("probe", ProbePurpose.TAKEOVER)]
+
+
+def test_peer_speaking_cancels_an_early_probe_in_flight() -> None:
+    fo = standby_behind_owner(peer_epoch=4)
+    probe = probe_of(drive(fo, [(10.0, QUIET)]))
+    drive(fo, [(10.02, info(S.ACTIVE, 4))])
+    assert drive(fo, [(10.06, silent(probe))]) == []
+    acts = drive(fo, [(20.0, DOWN)])
+    assert ("probe", ProbePurpose.TAKEOVER) in summary(acts)
+
+
+def test_quiet_is_ignored_unless_a_connected_standby() -> None:
+    assert drive(active_alone(), [(50.0, QUIET)]) == []
+    fo = standby_behind_owner(peer_epoch=4)
+    drive(fo, [(10.0, DOWN)])  # now probing, peer gone
+    assert drive(fo, [(10.01, QUIET)]) == []

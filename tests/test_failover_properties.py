@@ -26,6 +26,7 @@ from havip.failover import (
     FailoverTiming,
     PeerDown,
     PeerInfo,
+    PeerQuiet,
     PeerResigned,
     PeerUp,
     Probe,
@@ -113,6 +114,7 @@ specs: st.SearchStrategy[Spec] = st.one_of(
     st.builds(PeerInfo, status=statuses),
     st.builds(PeerInfo, status=statuses),
     st.builds(PeerDown, reason=st.sampled_from(list(LinkDown))),
+    st.builds(PeerQuiet),
     st.builds(
         ProbeResult,
         last=st.just(True),
@@ -151,6 +153,7 @@ class Checker:
     last_probe: Probe | None = None
     last_ownership: type | None = None
     stopped: bool = False
+    early_silent: bool = False
     broken: dict[str, str] = field(default_factory=dict)
 
     def fail(self, invariant: str, why: str) -> None:
@@ -169,7 +172,17 @@ class Checker:
         before = self.fo.state
         probe_before = self.last_probe
         # What the event tells us, before judging the node's reaction to it.
+        early_silent_now = (
+            isinstance(event, ProbeDone)
+            and event.answered_by is None
+            and probe_before is not None
+            and probe_before.purpose is ProbePurpose.EARLY
+            and event.probe_id == probe_before.probe_id
+            and before is S.STANDBY
+            and self.peer is not None
+        )
         if isinstance(event, PeerUp | PeerInfo):
+            self.early_silent = False
             self.peer = event.status
             self.seen_epoch = max(self.seen_epoch, event.status.epoch)
         elif isinstance(event, PeerDown):
@@ -186,6 +199,10 @@ class Checker:
         where = f"{event} at {now} in {before}: {[type(a).__name__ for a in actions]}"
         self._check_actions(event, before, probe_before, actions, where)
         self._check_after(now, where)
+        if early_silent_now:
+            self.early_silent = True
+        elif isinstance(event, PeerDown) or self.fo.state is not S.STANDBY:
+            self.early_silent = False
 
     def _check_actions(
         self,
@@ -256,10 +273,13 @@ class Checker:
             isinstance(event, ProbeDone)
             and event.answered_by is None
             and probe_before is not None
-            and probe_before.purpose is ProbePurpose.TAKEOVER
+            # An early probe still out when the peer is lost becomes the takeover probe.
+            and probe_before.purpose in (ProbePurpose.TAKEOVER, ProbePurpose.EARLY)
             and event.probe_id == probe_before.probe_id
         )
-        if not (silent_takeover and self.candidate()):
+        # The peer went quiet, an early probe found the VIP silent, then the peer was lost.
+        early_takeover = isinstance(event, PeerDown) and self.early_silent
+        if not ((silent_takeover or early_takeover) and self.candidate()):
             self.fail("acquire_justified", where)
 
     def _check_after(self, now: float, where: str) -> None:
