@@ -30,8 +30,8 @@ BACKENDS = ("auto", "linux", "dry-run")
 # take the Timing defaults; explicit [timing] keys override the profile.
 PROFILES: dict[str, dict[str, float]] = {
     "default": {
-        "keepalive_interval": 0.17,
-        "dead_time": 0.36,
+        "keepalive_interval": 0.15,
+        "dead_time": 0.32,
         "probe_count": 3,
         "probe_window": 0.06,
     },
@@ -73,8 +73,8 @@ class Vip:
 class Timing:
     """All durations in seconds."""
 
-    keepalive_interval: float = 0.17
-    dead_time: float = 0.36
+    keepalive_interval: float = 0.15
+    dead_time: float = 0.32
     probe_count: int = 3
     probe_window: float = 0.06
     handshake_timeout: float = 2.0

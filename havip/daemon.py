@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -183,6 +184,9 @@ class Daemon:
         self._spawn(self._actuator())
         self._spawn(self._reconcile_loop())
         self.feed(Start(present=present))
+        # Everything loaded so far lives as long as the daemon: keep the collector from
+        # re-scanning it every time its oldest generation fills.
+        gc.freeze()
         await self.done.wait()
         if self._timer is not None:
             self._timer.cancel()

@@ -9,6 +9,7 @@ the client-observed outage and the number of rounds in which two MACs answered f
 from __future__ import annotations
 
 import os
+import random
 import shlex
 import signal
 import subprocess
@@ -336,11 +337,17 @@ def _owner_events(cluster: Cluster, node: str, res: Result, after: float) -> Non
 # ---- scenarios ---------------------------------------------------------------------------------
 
 
+def _before_fault() -> None:
+    """Let the client settle, then wait a random extra moment: a fault must land anywhere in
+    the keepalive cycle, as real ones do, not at a phase fixed by the script's own pacing."""
+    time.sleep(0.3 + random.uniform(0.0, 0.5))
+
+
 def power_off(cluster: Cluster) -> Result:
     """n1 loses power: its link goes down and its daemon freezes. n2 must take over."""
     cluster.settle("n1")
     with cluster.client("power-off") as out:
-        time.sleep(0.3)
+        _before_fault()
         res = Result(
             name="power-off of the active host (n1 link down + daemon frozen)", fault_at=time.time()
         )
@@ -373,7 +380,7 @@ def failback(cluster: Cluster, returning: Callable[[], None]) -> Result:
     """n2 holds the VIP; `returning()` brings n1 back; with preemption n1 takes it back."""
     cluster.wait("n2 holds the VIP", lambda: cluster.state("n2") == "active")
     with cluster.client("failback") as out:
-        time.sleep(0.3)
+        _before_fault()
         res = Result(name="failback to the returning primary (preempt on)", fault_at=time.time())
         returning()
         res.mark(res.fault_at, "n1 is back")
@@ -398,7 +405,7 @@ def sigterm_handover(cluster: Cluster) -> Result:
     """Planned: SIGTERM on the active n1 hands the VIP to n2 at once."""
     cluster.settle("n1")
     with cluster.client("sigterm") as out:
-        time.sleep(0.3)
+        _before_fault()
         res = Result(name="SIGTERM handover n1 -> n2", fault_at=time.time())
         code = cluster.stop("n1")
         res.mark(res.fault_at, "SIGTERM sent to n1")
@@ -428,7 +435,7 @@ def _no_takeover(
     """Inject a fault that must NOT move the VIP, hold it, heal it; n1 must still own."""
     cluster.settle("n1")
     with cluster.client(name.split()[0]) as out:
-        time.sleep(0.3)
+        _before_fault()
         res = Result(name=name, fault_at=time.time())
         inject()
         res.mark(res.fault_at, "fault injected")

@@ -373,9 +373,9 @@ ERROR_CASES: list[tuple[dict[str, Any], str, str]] = [
         "must be more than 2 x timing.keepalive_interval (got 200ms vs 100ms)",
     ),
     (
-        {"timing.probe_window": "1.9s"},
+        {"timing.probe_window": "1.7s"},
         "timing.probe_window",
-        "must be at most 5 x timing.dead_time (got 1.9s vs 360ms)",
+        "must be at most 5 x timing.dead_time (got 1.7s vs 320ms)",
     ),
     (
         {"timing.reconnect_max": "90ms", "timing.keepalive_interval": "100ms"},
