@@ -39,5 +39,9 @@ test: deps venv lint
 bench: deps venv
 	$(BIN)/python -m bench.failover
 
+# The 10-minute 2 % packet-loss soak alone.
+soak: deps venv
+	$(BIN)/python -m bench.failover --only soak
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# bench/ is not an installed package; pytest's rootdir is tests/, so put the checkout on the path.
-# (Equivalent to `pythonpath = ["."]` under [tool.pytest.ini_options].)
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from bench.failover import (  # noqa: E402
+from bench.failover import (
     SCENARIOS,
     SPECS,
     IdleNumbers,
@@ -35,7 +26,7 @@ from bench.failover import (  # noqa: E402
     timeline_medians,
     vmrss_bytes,
 )
-from havip.config import PROFILES  # noqa: E402
+from havip.config import PROFILES
 
 # /proc/PID/stat of a python process; comm with a space and a ')' to check the parsing.
 STAT = (
