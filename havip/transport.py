@@ -16,6 +16,8 @@ from enum import StrEnum
 from havip.config import TlsFiles
 from havip.wire import FrameDecoder, Message, ProtocolError, encode
 
+MAX_PENDING_HANDSHAKES = 16
+
 
 class RejectReason(StrEnum):
     """Why an incoming or outgoing connection was refused; a metric label."""
@@ -23,6 +25,7 @@ class RejectReason(StrEnum):
     TLS_HANDSHAKE = "tls_handshake"  # wrong CA, expired certificate, plain TCP, garbage...
     WRONG_PEER_NAME = "wrong_peer_name"
     TIMEOUT = "timeout"
+    BUSY = "busy"  # too many handshakes already under way: dropped unread
 
 
 class PeerRejected(Exception):
@@ -216,6 +219,12 @@ async def listen(
         on_connection(conn)
 
     def start(plain: asyncio.Transport) -> None:
+        if len(pending) >= MAX_PENDING_HANDSHAKES:
+            # Only one peer exists: a crowd of half-open connections is a flood, and each
+            # would cost a TLS handshake. Drop the newcomer; the real peer simply retries.
+            plain.abort()
+            on_reject(PeerRejected(RejectReason.BUSY, f"{_addr(plain)}: too many handshakes"))
+            return
         task = loop.create_task(upgrade(plain))
         pending.add(task)
         task.add_done_callback(pending.discard)

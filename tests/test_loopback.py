@@ -27,6 +27,7 @@ from havip.config import Config, Timing, TlsFiles, Vip
 from havip.daemon import Daemon
 from havip.session import LocalStatus, PeerSession
 from havip.states import State
+from havip.transport import MAX_PENDING_HANDSHAKES
 from havip.wire import FrameDecoder, Hello, Keepalive, encode
 
 SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
@@ -440,3 +441,37 @@ def test_standby_refuses_a_server_with_the_wrong_name(certs: Certs, tmp_path: Pa
 def test_keepalive_decoder_accepts_what_daemon_sends() -> None:
     ka = Keepalive(seq=1, state=State.ACTIVE, owns=True, epoch=1, sent_us=5)
     assert FrameDecoder().feed(encode(ka)) == [ka]
+
+
+def test_a_flood_of_half_open_connections_is_bounded_and_the_peer_gets_in_after(
+    certs: Certs, tmp_path: Path
+) -> None:
+    """More silent TCP connections than MAX_PENDING_HANDSHAKES: the extra ones are dropped at
+    once and counted as `busy`; once the flood ends the real standby connects as usual."""
+
+    async def body() -> None:
+        port = _free_port()
+        timing = replace(TIMING, handshake_timeout=1.0 * SCALE)
+        n1 = await Node(_config("n1", certs, tmp_path, port, timing=timing)).start()
+        flood: list[asyncio.StreamWriter] = []
+        try:
+            await until(lambda: n1.state is not State.INIT, "n1 decided")
+            for _ in range(MAX_PENDING_HANDSHAKES + 5):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                flood.append(writer)
+            busy = ("havip_peer_rejected_total", {"reason": "busy"})
+            await until(lambda: n1.sample(*busy) >= 5, "the extra connections refused")
+            assert n1.sample(*busy) == 5
+            for writer in flood:
+                writer.close()
+            n2 = await Node(_config("n2", certs, tmp_path, port, timing=timing)).start()
+            try:
+                await until(lambda: n1.sample("havip_peer_connected") == 1, "n2 connects")
+            finally:
+                await n2.crash()
+        finally:
+            for writer in flood:
+                writer.close()
+            await n1.crash()
+
+    run(body())

@@ -102,7 +102,7 @@ def _le(bound: float) -> str:
 
 
 def test_the_pre_created_sets_are_the_documented_ones() -> None:
-    assert [str(r) for r in RejectReason] == ["tls_handshake", "wrong_peer_name", "timeout"]
+    assert [str(r) for r in RejectReason] == ["tls_handshake", "wrong_peer_name", "timeout", "busy"]
     assert [str(k) for k in ErrorKind] == [
         "malformed",
         "oversized",
