@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from havip import __version__
 from havip.backend import Backend, BackendError
-from havip.config import Config
+from havip.config import Config, Vip
 from havip.epochstore import EpochStore
 from havip.failover import (
     Acquire,
@@ -157,13 +157,14 @@ class Daemon:
         self.metrics.set_epoch(self.failover.epoch)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._request_stop)
-        servers = self.servers
         if cfg.metrics_listen is not None:
             host, port = cfg.metrics_listen
-            servers.append(await start_http(host, port, metrics=self.metrics, status=self.status))
+            self.servers.append(
+                await start_http(host, port, metrics=self.metrics, status=self.status)
+            )
         if cfg.is_primary:
             host, port = cfg.listen
-            servers.append(
+            self.servers.append(
                 await listen(
                     host,
                     port,
@@ -190,7 +191,7 @@ class Daemon:
         await self.done.wait()
         if self._timer is not None:
             self._timer.cancel()
-        for server in servers:
+        for server in self.servers:
             server.close()
         if self.link is not None:
             await self.link.conn.drain(0.5)
@@ -331,11 +332,15 @@ class Daemon:
                 await self._call("add", self.backend.add, vip)
             except BackendError:
                 return
-            self.owned[str(vip)] = True
-            self.metrics.set_vip_owned(str(vip), True)
+            self._set_owned(vip, True)
             event("vip_added", vip=vip, interface=vip.interface, epoch=epoch)
         await self._announce()
         self._spawn(self._announce_later(epoch))
+
+    def _set_owned(self, vip: Vip, owned: bool) -> None:
+        """Record what the interface holds, for /status and the metric alike."""
+        self.owned[str(vip)] = owned
+        self.metrics.set_vip_owned(str(vip), owned)
 
     async def _announce(self) -> None:
         for vip in self.cfg.vips:
@@ -358,8 +363,7 @@ class Daemon:
         for vip in self.cfg.vips:
             with contextlib.suppress(BackendError):
                 await self._call("remove", self.backend.remove, vip)
-                self.owned[str(vip)] = False
-                self.metrics.set_vip_owned(str(vip), False)
+                self._set_owned(vip, False)
                 event("vip_removed", vip=vip, reason=reason)
 
     async def _probe(self, probe: Probe) -> None:
@@ -431,8 +435,7 @@ class Daemon:
             else:
                 with contextlib.suppress(BackendError):
                     await self._call("remove", self.backend.remove, vip)
-            self.owned[str(vip)] = want
-            self.metrics.set_vip_owned(str(vip), want)
+            self._set_owned(vip, want)
 
     # ---- the timer ----------------------------------------------------------------------------
 

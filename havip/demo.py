@@ -25,8 +25,8 @@ from havip.scenario import (
     Result,
     ScenarioError,
     failback,
-    parse_log_line,
     power_off,
+    read_events,
     reboot_n1_after_power_off,
     running_cluster,
 )
@@ -112,19 +112,10 @@ def _loopback_config(tmp: Path, node: str, port: int, metrics: int, fast: bool) 
     return path
 
 
-def _events(log: Path, name: str, after: float) -> list[LogEvent]:
-    found = []
-    for line in log.read_text().splitlines() if log.exists() else []:
-        ev = parse_log_line(line)
-        if ev is not None and ev.name == name and ev.ts >= after:
-            found.append(ev)
-    return found
-
-
 def _wait_event(log: Path, name: str, after: float, timeout: float = 15.0) -> LogEvent:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = _events(log, name, after)
+        found = read_events(log, name, after)
         if found:
             return found[0]
         time.sleep(0.02)

@@ -66,6 +66,18 @@ def parse_log_line(line: str) -> LogEvent | None:
     return LogEvent(ts=ts, node=parts[1], level=parts[2], name=fields.pop("event"), fields=fields)
 
 
+def read_events(path: Path, name: str | None = None, after: float = 0.0) -> list[LogEvent]:
+    """The events in a daemon log file (all, or those named `name`) logged at or after `after`."""
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        ev = parse_log_line(line)
+        if ev and ev.ts >= after and (name is None or ev.name == name):
+            found.append(ev)
+    return found
+
+
 def _config_text(node: str, *, fast: bool, preempt: bool, workdir: Path) -> str:
     peer = "n2" if node == "n1" else "n1"
     return "\n".join(
@@ -174,15 +186,7 @@ class Cluster:
     # ---- observing ----------------------------------------------------------------------------
 
     def events(self, node: str, name: str | None = None, after: float = 0.0) -> list[LogEvent]:
-        path = self.log_path(node)
-        if not path.exists():
-            return []
-        found = []
-        for line in path.read_text().splitlines():
-            ev = parse_log_line(line)
-            if ev and ev.ts >= after and (name is None or ev.name == name):
-                found.append(ev)
-        return found
+        return read_events(self.log_path(node), name, after)
 
     def state(self, node: str) -> str | None:
         """The state of node's last transition (None before its first)."""
