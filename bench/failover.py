@@ -3,8 +3,8 @@
     python -m bench.failover [--runs N] [--soak SECONDS] [--idle SECONDS] [--only NAME,...]
                              [--json FILE] [--keep-logs DIR] [--verbose]
 
-Every run gets a fresh namespace lab and two real `havip run` daemons (`havip.scenario`), so runs
-never share state. It prints numbers next to the issue's targets with a verdict, and never
+Every run gets a fresh namespace lab and two real `havip run` daemons (`havip.lab.scenario`), so
+runs never share state. It prints numbers next to the issue's targets with a verdict, and never
 asserts a speed: the exit code is 0 whatever the verdicts, 1 only if a run could not complete
 (the numbers would be incomplete) or the lab cannot be built, 2 for usage errors.
 
@@ -37,9 +37,9 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from havip.config import PROFILES
-from havip.lab import Lab, LabError
-from havip.labclient import double_answers, load_samples, outages
-from havip.scenario import (
+from havip.lab.client import double_answers, load_samples, outages
+from havip.lab.netns import Lab, LabError
+from havip.lab.scenario import (
     NODES,
     Cluster,
     Result,

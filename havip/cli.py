@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "pki":
             return _pki(args)
         if args.command == "demo":
-            from havip.demo import run_demo
+            from havip.lab.demo import run_demo
 
             return run_demo(fast=args.fast, loopback=args.loopback)
     except KeyboardInterrupt:
@@ -105,9 +105,9 @@ def _load(path: Path) -> Config | None:
 def _run(path: Path, log_level: str) -> int:
     import ssl
 
-    from havip.backend import make_backend
-    from havip.daemon import Daemon
-    from havip.logs import event, setup_logging
+    from havip.backends import make_backend
+    from havip.shell.daemon import Daemon
+    from havip.shell.logs import event, setup_logging
 
     cfg = _load(path)
     if cfg is None:
@@ -144,7 +144,7 @@ def _check_config(path: Path) -> int:
 
 
 def _status(path: Path, as_json: bool) -> int:
-    from havip.httpd import fetch_status
+    from havip.shell.httpd import fetch_status
 
     cfg = _load(path)
     if cfg is None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from havip.lab import Lab
+from havip.lab.netns import Lab
 
 
 @functools.cache

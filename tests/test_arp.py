@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from havip.arp import (
+from havip.backends.arp import (
     BROADCAST,
     OP_REPLY,
     OP_REQUEST,

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from havip.arp import gratuitous_frames, mac_bytes
-from havip.backend import BackendError, BackendOp, DryRunBackend, make_backend
+from havip.backends import BackendError, BackendOp, make_backend
+from havip.backends.arp import gratuitous_frames, mac_bytes
+from havip.backends.dryrun import DryRunBackend
 from havip.config import Config, Timing, TlsFiles, Vip
 
 SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
@@ -123,7 +124,7 @@ def test_make_backend(tmp_path: Path) -> None:
 
 
 def test_label_fits_the_kernel_limit() -> None:
-    from havip.backend_linux import address_label
+    from havip.backends.linux import address_label
 
     assert address_label("eth0") == "eth0:havip"
     assert address_label("enp0s31f6") == "enp0s31f6:havip"  # 15 bytes exactly
@@ -186,8 +187,8 @@ def _exec_in(ns: str, code: str) -> list[str]:
 
 _PRELUDE = """
 import asyncio, ipaddress, json, sys
-from havip.backend import BackendError
-from havip.backend_linux import LinuxBackend
+from havip.backends.base import BackendError
+from havip.backends.linux import LinuxBackend
 from havip.config import Vip
 vip = Vip(address=ipaddress.IPv4Interface(sys.argv[1]), interface=sys.argv[2])
 backend = LinuxBackend()
@@ -369,7 +370,7 @@ def test_linux_announce(lab: Lab) -> None:
 _PROBER = """
 import socket, sys, time
 from ipaddress import IPv4Address
-from havip.arp import probe_frame
+from havip.backends.arp import probe_frame
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
 s.bind((sys.argv[1], 0x0806))
 mac = bytes.fromhex(sys.argv[2].replace(":", ""))
@@ -422,7 +423,7 @@ def test_linux_probe_ignores_a_rival_probe(lab: Lab) -> None:
 def test_probe_value_errors() -> None:
     if sys.platform != "linux":
         pytest.skip("Linux backend")
-    from havip.backend_linux import LinuxBackend
+    from havip.backends.linux import LinuxBackend
 
     with pytest.raises(ValueError, match="probe count"):
         LinuxBackend().probe(VIP, 0, 0.1)

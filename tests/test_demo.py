@@ -33,8 +33,8 @@ def test_loopback_demo_fails_over_and_back() -> None:
 def test_without_root_the_demo_says_why_and_uses_loopback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from havip import demo
-    from havip.lab import Lab
+    from havip.lab import demo
+    from havip.lab.netns import Lab
 
     reason = "not root (network namespaces need root)"
     monkeypatch.setattr(Lab, "available", staticmethod(lambda: reason))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from havip.core.failover import TRANSITIONS
+from havip.core.states import State
 from havip.diagram import BEGIN, END, mermaid, readme_block
-from havip.failover import TRANSITIONS
-from havip.states import State
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

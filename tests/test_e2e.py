@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from havip.lab import VIP, process_running
-from havip.labclient import double_answers, first_answer_from, load_samples, outages
-from havip.scenario import (
+from havip.lab.client import double_answers, first_answer_from, load_samples, outages
+from havip.lab.netns import VIP, process_running
+from havip.lab.scenario import (
     NODES,
     SCALE,
     Cluster,

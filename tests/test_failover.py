@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from havip import failover
-from havip.failover import (
+from havip.core import failover
+from havip.core.failover import (
     TRANSITIONS,
     Acquire,
     Action,
@@ -36,8 +36,8 @@ from havip.failover import (
     TransitionError,
     Vetoed,
 )
-from havip.session import LocalStatus, PeerStatus
-from havip.states import LinkDown, Reason, State
+from havip.core.session import LocalStatus, PeerStatus
+from havip.core.states import LinkDown, Reason, State
 
 S, R = State, Reason
 TIMING = FailoverTiming(retry_interval=1.0, startup_wait=3.0, preempt_delay=10.0, fault_retry=5.0)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from havip.failover import (
+from havip.core.failover import (
     TRANSITIONS,
     Acquire,
     Action,
@@ -42,8 +42,8 @@ from havip.failover import (
     Transition,
     Vetoed,
 )
-from havip.session import LocalStatus, PeerStatus
-from havip.states import LinkDown, State
+from havip.core.session import LocalStatus, PeerStatus
+from havip.core.states import LinkDown, State
 
 S = State
 TIMING = FailoverTiming(retry_interval=1.0, startup_wait=3.0, preempt_delay=10.0, fault_retry=5.0)

@@ -14,9 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from havip.arp import OP_REPLY, OP_REQUEST, ZERO_MAC, build_arp, gratuitous_frames, mac_bytes
-from havip.lab import VIP, Lab, process_running
-from havip.labclient import (
+from havip.backends.arp import (
+    OP_REPLY,
+    OP_REQUEST,
+    ZERO_MAC,
+    build_arp,
+    gratuitous_frames,
+    mac_bytes,
+)
+from havip.lab.client import (
     ArpMode,
     Sample,
     double_answers,
@@ -27,10 +33,11 @@ from havip.labclient import (
     parse_arp_answer,
     parse_sample,
 )
+from havip.lab.netns import VIP, Lab, process_running
 
 MAC1 = "02:00:00:00:00:01"
 MAC2 = "02:00:00:00:00:02"
-LABCLIENT = [sys.executable, "-m", "havip.labclient"]
+LABCLIENT = [sys.executable, "-m", "havip.lab.client"]
 
 
 def _samples(pattern: str, *, interval: float = 0.01, t0: float = 1000.0) -> list[Sample]:
@@ -133,7 +140,7 @@ def test_load_samples_names_file_and_line_of_bad_input(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- ARP answers
 
-# The frames themselves are havip.arp's, pinned by tests/test_arp.py; here only the rule of
+# The frames themselves are havip.backends.arp's, pinned by tests/test_arp.py; here only the rule of
 # what counts as an answer to the client's question.
 ANSWER_VIP = IPv4Address(VIP)
 ASKER_IP = IPv4Address("198.18.0.10")
@@ -301,7 +308,7 @@ def test_lab_names_are_checked_and_short() -> None:
 
 
 def _reaches(lab: Lab, node: str, ip: str, timeout: float) -> bool:
-    argv = lab.python_argv("havip.labclient", "send", "--to", ip, "--timeout", str(timeout))
+    argv = lab.python_argv("havip.lab.client", "send", "--to", ip, "--timeout", str(timeout))
     return lab.exec(node, argv, timeout=timeout + 30, check=False).returncode == 0
 
 
@@ -335,7 +342,7 @@ def test_client_sees_the_owner_then_follows_the_vip(
     _wait_for("n1 answers", lambda: out.exists() and len(load_samples(out)) >= 20, 10 * time_scale)
     lab.del_address("n1")
     lab.add_address("n2")
-    lab.exec("n2", lab.python_argv("havip.labclient", "garp", "--ip", VIP, "--count", "2"))
+    lab.exec("n2", lab.python_argv("havip.lab.client", "garp", "--ip", VIP, "--count", "2"))
     assert client.wait(timeout=10 * time_scale) == 0
     moved = load_samples(out)
     first_n2 = next(i for i, s in enumerate(moved) if s.answer == "n2")
@@ -458,7 +465,7 @@ def test_destroy_removes_namespaces_and_processes(time_scale: float) -> None:
 
 _ORPHAN_SCRIPT = """
 import time
-from havip.lab import Lab
+from havip.lab.netns import Lab
 lab = Lab().create()
 echo = lab.start_echo("n1")
 print(lab.prefix, echo.pid, flush=True)

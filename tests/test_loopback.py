@@ -22,13 +22,13 @@ import pytest
 import trustme
 
 from havip import pki
-from havip.backend import DryRunBackend
+from havip.backends.dryrun import DryRunBackend
 from havip.config import Config, Timing, TlsFiles, Vip
-from havip.daemon import Daemon
-from havip.session import LocalStatus, PeerSession
-from havip.states import State
-from havip.transport import MAX_PENDING_HANDSHAKES
-from havip.wire import FrameDecoder, Hello, Keepalive, encode
+from havip.core.session import LocalStatus, PeerSession
+from havip.core.states import State
+from havip.core.wire import FrameDecoder, Hello, Keepalive, encode
+from havip.shell.daemon import Daemon
+from havip.shell.transport import MAX_PENDING_HANDSHAKES
 
 SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
 TIMING = Timing(

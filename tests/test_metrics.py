@@ -12,16 +12,16 @@ from collections.abc import Awaitable, Callable, Mapping
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from havip.backend import BackendOp
-from havip.httpd import MAX_HEAD, fetch_status, start_http
-from havip.metrics import (
+from havip.backends.base import BackendOp
+from havip.core.wire import ErrorKind
+from havip.shell.httpd import MAX_HEAD, fetch_status, start_http
+from havip.shell.metrics import (
     CONTENT_TYPE,
     RTT_BUCKETS,
     Metrics,
     ProbeResult,
 )
-from havip.transport import RejectReason
-from havip.wire import ErrorKind
+from havip.shell.transport import RejectReason
 
 SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
 WAIT = 10.0 * SCALE  # upper bound for any single network wait in these tests

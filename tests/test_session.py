@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from havip.session import (
+from havip.core.session import (
     MAX_EPOCH,
     LocalStatus,
     PeerHello,
@@ -15,8 +15,8 @@ from havip.session import (
     PeerStatus,
     PeerUpdate,
 )
-from havip.states import State
-from havip.wire import (
+from havip.core.states import State
+from havip.core.wire import (
     PROTOCOL_VERSION,
     ErrorKind,
     FrameDecoder,

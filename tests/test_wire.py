@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from havip.states import State
-from havip.wire import (
+from havip.core.states import State
+from havip.core.wire import (
     MAX_FRAME,
     PROTOCOL_VERSION,
     STATE_CODES,

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
 
-from havip.arp import (
+from havip.backends.arp import (
     ARPHRD_ETHER,
     ETH_P_ARP,
     claims,
@@ -41,7 +41,7 @@ from havip.arp import (
     parse_arp,
     probe_frame,
 )
-from havip.backend import BackendError, BackendOp
+from havip.backends.base import BackendError, BackendOp
 from havip.config import Vip
 
 T = TypeVar("T")

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from havip import pki
-from havip.lab import ADDRESSES, IFACE, VIP, VIP_CIDR, Lab
-from havip.labclient import ArpMode, Sample, double_answers, first_answer_from, load_samples
-from havip.labclient import outages as find_outages
+from havip.lab.client import ArpMode, Sample, double_answers, first_answer_from, load_samples
+from havip.lab.client import outages as find_outages
+from havip.lab.netns import ADDRESSES, IFACE, VIP, VIP_CIDR, Lab
 
 NODES = ("n1", "n2")
 PORT = 7411

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from havip import __version__
-from havip.backend import Backend, BackendError
+from havip.backends.base import Backend, BackendError
 from havip.config import Config, Vip
-from havip.epochstore import EpochStore
-from havip.failover import (
+from havip.core.failover import (
     Acquire,
     Action,
     BackendFailed,
@@ -48,12 +47,14 @@ from havip.failover import (
     TransitionError,
     Vetoed,
 )
-from havip.httpd import start_http
-from havip.logs import event
-from havip.metrics import Metrics
-from havip.session import PeerHello, PeerResign, PeerSession, PeerUpdate
-from havip.states import LinkDown, Reason, State
-from havip.transport import (
+from havip.core.session import PeerHello, PeerResign, PeerSession, PeerUpdate
+from havip.core.states import LinkDown, Reason, State
+from havip.core.wire import Message, ProtocolError
+from havip.shell.epochstore import EpochStore
+from havip.shell.httpd import start_http
+from havip.shell.logs import event
+from havip.shell.metrics import Metrics
+from havip.shell.transport import (
     Connection,
     PeerRejected,
     client_context,
@@ -61,7 +62,6 @@ from havip.transport import (
     listen,
     server_context,
 )
-from havip.wire import Message, ProtocolError
 
 SECOND_ANNOUNCE_AFTER = 2.0  # keepalived's habit: a second gratuitous ARP burst a little later
 RECONCILE_EVERY = 5.0  # also how often a freeze (SIGSTOP, paused VM) is noticed

@@ -1,9 +1,9 @@
 """What a user sees: the lab's client probe, its echo responder, and analysis of the results.
 
-Run inside the lab's namespaces (see `havip.lab`):
+Run inside the lab's namespaces (see `havip.lab.netns`):
 
-    python -m havip.labclient echo --name n1 --port 9000          # in n1 and in n2
-    python -m havip.labclient client --vip 198.18.0.100 --out F   # in the client
+    python -m havip.lab.client echo --name n1 --port 9000          # in n1 and in n2
+    python -m havip.lab.client client --vip 198.18.0.100 --out F   # in the client
 
 The client sends one round every `--interval`: a UDP datagram with a sequence number to
 VIP:PORT and an ARP request for the VIP. Each round becomes one JSON line:
@@ -48,7 +48,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from havip.arp import (
+from havip.backends.arp import (
     ETH_P_ARP,
     OP_REPLY,
     OP_REQUEST,
@@ -556,7 +556,7 @@ def _bounded_float(name: str, low: float, high: float, value: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m havip.labclient", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m havip.lab.client", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     echo = sub.add_parser("echo", help="UDP echo responder that names this node")
@@ -601,7 +601,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m havip.labclient`."""
+    """Entry point of `python -m havip.lab.client`."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "echo":

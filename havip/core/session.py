@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from havip.states import State
-from havip.wire import PROTOCOL_VERSION, ErrorKind, Hello, Keepalive, Message, ProtocolError, Resign
+from havip.core.states import State
+from havip.core.wire import (
+    PROTOCOL_VERSION,
+    ErrorKind,
+    Hello,
+    Keepalive,
+    Message,
+    ProtocolError,
+    Resign,
+)
 
 
 @dataclass(frozen=True, kw_only=True)

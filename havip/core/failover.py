@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from havip.session import LocalStatus, PeerStatus
-from havip.states import LinkDown, Reason, State
+from havip.core.session import LocalStatus, PeerStatus
+from havip.core.states import LinkDown, Reason, State
 
 S, R = State, Reason
 

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
-from havip.states import State
+from havip.core.states import State
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 512  # bytes of payload; our largest message is well under 200

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from havip import pki
-from havip.lab import Lab
-from havip.scenario import (
+from havip.lab.netns import Lab
+from havip.lab.scenario import (
     LogEvent,
     Result,
     ScenarioError,

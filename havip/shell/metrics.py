@@ -14,9 +14,9 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-from havip.backend import BackendOp
-from havip.transport import RejectReason
-from havip.wire import ErrorKind
+from havip.backends.base import BackendOp
+from havip.core.wire import ErrorKind
+from havip.shell.transport import RejectReason
 
 # Text format 0.0.4: what prometheus_client itself serves when the scraper states no
 # preference, and what every Prometheus version parses (all our names are legacy-valid).

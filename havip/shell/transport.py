@@ -14,7 +14,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from havip.config import TlsFiles
-from havip.wire import FrameDecoder, Message, ProtocolError, encode
+from havip.core.wire import FrameDecoder, Message, ProtocolError, encode
 
 MAX_PENDING_HANDSHAKES = 16
 

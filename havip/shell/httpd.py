@@ -15,7 +15,7 @@ import logging
 import urllib.parse
 from collections.abc import Callable, Mapping
 
-from havip.metrics import CONTENT_TYPE, Metrics
+from havip.shell.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from havip.labclient import ECHO_PORT, ArpMode
+from havip.lab.client import ECHO_PORT, ArpMode
 
 NODES = ("n1", "n2", "client")
 LAN = "lan"
@@ -49,7 +49,7 @@ _BASE_CHAIN = "havip_fwd"
 _LOSS_CHAIN = "havip_loss"
 _HB_CHAIN = "havip_hb"
 _L2_CHAIN = "havip_l2"
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class LabError(RuntimeError):
@@ -346,7 +346,7 @@ class Lab:
         """Start the echo responder in node and wait until it listens."""
         proc = self.run(
             node,
-            self.python_argv("havip.labclient", "echo", "--name", node, "--port", str(port)),
+            self.python_argv("havip.lab.client", "echo", "--name", node, "--port", str(port)),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -373,7 +373,7 @@ class Lab:
         args = ["client", "--vip", vip, "--port", str(port), "--out", str(out)]
         args += ["--interval", str(interval), "--duration", str(duration)]
         args += ["--timeout", str(timeout), "--arp-mode", arp_mode.value]
-        return self.run("client", self.python_argv("havip.labclient", *args), **popen_kwargs)
+        return self.run("client", self.python_argv("havip.lab.client", *args), **popen_kwargs)
 
     # ------------------------------------------------------------------ links and addresses
 

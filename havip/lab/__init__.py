@@ -1,0 +1,1 @@
+"""The namespace lab: network namespaces, a measuring client, scenarios and the demo."""
