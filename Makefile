@@ -3,8 +3,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A second venv with the oldest allowed version of every dependency (constraints/minimum.txt).
+MIN_VENV := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed
 
-.PHONY: demo test lint unit bench soak deps venv clean
+.PHONY: demo test test-min lint unit bench soak deps venv clean
 
 # Debian packages the demo and the namespace tests need (root only; skipped otherwise).
 deps:
@@ -22,6 +25,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(MIN_STAMP): pyproject.toml constraints/minimum.txt
+	rm -rf $(MIN_VENV)
+	$(PY) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install -q --upgrade pip
+	$(MIN_VENV)/bin/pip install -q -c constraints/minimum.txt -e '.[test]'
+	touch $(MIN_STAMP)
+
+# The unit and loopback tests on the minimum versions: proves the floors in pyproject.toml.
+test-min: deps $(MIN_STAMP)
+	$(MIN_VENV)/bin/pytest -q -ra -m 'not netns'
+
 demo: deps venv
 	$(BIN)/havip demo
 
@@ -35,6 +49,7 @@ unit: venv
 
 test: deps venv lint
 	$(BIN)/pytest -q -ra
+	$(MAKE) test-min
 
 bench: deps venv
 	$(BIN)/python -m bench.failover
@@ -44,4 +59,4 @@ soak: deps venv
 	$(BIN)/python -m bench.failover --only soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and the files it names")
     check.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
 
-    status = sub.add_parser("status", help="ask the running daemon how it stands")
+    status = sub.add_parser(
+        "status", help="ask the running daemon how it stands (over its control socket)"
+    )
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -106,13 +108,22 @@ def _run(path: Path, log_level: str) -> int:
     import ssl
 
     from havip.backends import make_backend
+    from havip.config import check_environment
+    from havip.shell.control import ControlError
     from havip.shell.daemon import Daemon
     from havip.shell.logs import event, setup_logging
 
     cfg = _load(path)
     if cfg is None:
         return EXIT_CONFIG
+    # The same checks as check-config, with the same lines: never start on what it rejects.
+    problems = check_environment(cfg)
+    for line in problems:
+        _err(line)
+    if problems:
+        return EXIT_CONFIG
     setup_logging(cfg.node, log_level)
+    raise_fd_limit()
 
     async def _main() -> int:
         daemon = Daemon(cfg, make_backend(cfg))
@@ -120,14 +131,35 @@ def _run(path: Path, log_level: str) -> int:
 
     try:
         return asyncio.run(_main())
-    except (OSError, ssl.SSLError, ValueError) as exc:
+    except (OSError, ssl.SSLError, ValueError, ControlError) as exc:
         event("fatal", str(exc), level=40)
         _err(str(exc))
         return EXIT_RUNTIME
 
 
+def raise_fd_limit() -> None:
+    """Lift the soft descriptor limit to the hard one (best effort).
+
+    The daemon's sockets (peer link, probes, metrics and control clients) must not run out
+    at the default soft limit of 1024 while the hard limit allows far more.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
+            # Some kernels refuse RLIM_INFINITY for NOFILE; nr_open is the real ceiling.
+            target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+            if soft == resource.RLIM_INFINITY or soft < target:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        pass
+
+
 def _check_config(path: Path) -> int:
-    from havip.config import check_environment
+    from havip.config import check_environment, witness_plan
 
     cfg = _load(path)
     if cfg is None:
@@ -137,27 +169,30 @@ def _check_config(path: Path) -> int:
         _err(line)
     if problems:
         return EXIT_CONFIG
+    plan, warnings = witness_plan(cfg)
+    for line in warnings:
+        _err(f"warning: {line}")
     role = "primary" if cfg.is_primary else "standby"
     vips = ", ".join(f"{v} on {v.interface}" for v in cfg.vips)
     print(f"{path}: ok: node {cfg.node} ({role}), peer {cfg.peer_name}, VIP {vips}")
+    for iface, witnesses in plan.items():
+        if witnesses:
+            print(f"{path}: witnesses on {iface}: {', '.join(str(w) for w in witnesses)}")
     return EXIT_OK
 
 
 def _status(path: Path, as_json: bool) -> int:
-    from havip.shell.httpd import fetch_status
+    from havip.shell.control import ControlError, query
 
     cfg = _load(path)
     if cfg is None:
         return EXIT_CONFIG
-    if cfg.metrics_listen is None:
-        _err(f"{path}: metrics.listen is off, so there is no status endpoint to ask")
+    if cfg.control_socket is None:  # only configs built in code have none
+        _err(f"{path}: no control_socket to ask")
         return EXIT_CONFIG
-    host, port = cfg.metrics_listen
-    if host == "0.0.0.0":
-        host = "127.0.0.1"
     try:
-        st = fetch_status(host, port)
-    except (OSError, ValueError) as exc:
+        st = query(cfg.control_socket, "status")
+    except ControlError as exc:
         _err(str(exc))
         return EXIT_RUNTIME
     if as_json:

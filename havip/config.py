@@ -24,6 +24,12 @@ DEFAULT_PORT = 7411
 DEFAULT_METRICS_PORT = 9741
 DEFAULT_METRICS_LISTEN = ("127.0.0.1", DEFAULT_METRICS_PORT)
 DEFAULT_STATE_DIR = Path("/var/lib/havip")
+DEFAULT_CONTROL_DIR = Path("/run/havip")  # the socket is DEFAULT_CONTROL_DIR/NODE.sock
+SUN_PATH_MAX = 107  # a Unix socket path: 108 bytes with the terminating NUL
+NO_WITNESS = (
+    "no witness: a node cut off from the LAN cannot tell silence from deafness and may take "
+    "the VIP blind; set witnesses = [...]"
+)
 BACKENDS = ("auto", "linux", "dry-run")
 
 # Timing presets in seconds, the one place to retune them. Keys a profile leaves out
@@ -60,6 +66,8 @@ class Vip:
 
     address: ipaddress.IPv4Interface
     interface: str
+    # The VIP need not lie in a subnet configured on its interface (routed setups, /32).
+    allow_offlink: bool = False
 
     @property
     def ip(self) -> ipaddress.IPv4Address:
@@ -105,6 +113,10 @@ class Config:
     lan_dir: Path | None  # dry-run only: a folder shared by both nodes, standing in for the LAN
     metrics_listen: tuple[str, int] | None
     state_dir: Path
+    # None only for configs built in code (tests): load_config always sets a path.
+    control_socket: Path | None = None
+    # None: use each VIP interface's default gateway when it is on the VIP's LAN.
+    witnesses: tuple[ipaddress.IPv4Address, ...] | None = None
 
     @property
     def is_primary(self) -> bool:
@@ -213,6 +225,28 @@ def _parse_vip_address(text: str) -> ipaddress.IPv4Interface:
     return vip
 
 
+def _witness_problem(
+    ip: ipaddress.IPv4Address, vips: tuple[Vip, ...], nodes: set[str]
+) -> str | None:
+    """Why `ip` cannot prove that this node hears the VIPs' LAN, or None."""
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip == ip.__class__(2**32 - 1):
+        return f"{ip} is not a unicast address on the LAN"
+    if any(ip == vip.ip for vip in vips):
+        return f"{ip} is a VIP: whoever holds it answers, so it proves nothing"
+    if str(ip) in nodes:
+        return f"{ip} is this node's or the peer's address: it must be a third host on the LAN"
+    nets = [vip.address.network for vip in vips]
+    inside = [net for net in nets if ip in net]
+    if nets and not inside:
+        subnets = ", ".join(sorted({str(net) for net in nets}))
+        return f"{ip} is in no VIP's subnet ({subnets}): a witness must be on the VIPs' LAN"
+    if inside and all(
+        net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address) for net in inside
+    ):
+        return f"{ip} is a network or broadcast address, not a host"
+    return None
+
+
 def _interface_problem(name: str) -> str | None:
     if not name:
         return "must not be empty"
@@ -288,11 +322,13 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "vip",
         "backend",
         "metrics",
+        "control_socket",
+        "witnesses",
     ),
     "peer": ("name", "address"),
     "tls": ("ca", "cert", "key"),
     "timing": ("profile", *(name for name in Timing.__dataclass_fields__)),
-    "vip": ("address", "interface"),
+    "vip": ("address", "interface", "allow_offlink"),
     "backend": ("type", "lan_dir"),
     "metrics": ("listen",),
 }
@@ -423,6 +459,15 @@ class _Loader:
         preempt = self.value(data, "preempt", "preempt", bool, required=False)
         listen = self.address(data, "listen", "listen", allow_any=True)
         state_dir = self.path_value(data, "state_dir", "state_dir", required=False)
+        control_socket = self.path_value(data, "control_socket", "control_socket", required=False)
+        if control_socket is None and node is not None:
+            control_socket = DEFAULT_CONTROL_DIR / f"{node}.sock"
+        if control_socket is not None and len(os.fsencode(control_socket)) > SUN_PATH_MAX:
+            self.error(
+                "control_socket",
+                f"{control_socket} is longer than {SUN_PATH_MAX} bytes (a Unix socket path "
+                "limit); use a shorter path",
+            )
 
         peer = self.section("peer")
         peer_name = self.name(peer, "name", "peer.name")
@@ -441,6 +486,7 @@ class _Loader:
         )
         timing = self.timing()
         vips = self.vips()
+        witnesses = self.witnesses(vips, listen, peer_address)
         backend, lan_dir = self.backend()
         metrics_listen = self.metrics()
         if metrics_listen is not None and listen is not None and metrics_listen[1] == listen[1]:
@@ -454,7 +500,7 @@ class _Loader:
         assert node is not None and primary is not None and listen is not None
         assert peer_name is not None and peer_address is not None
         assert ca is not None and cert is not None and key is not None
-        assert timing is not None and backend is not None
+        assert timing is not None and backend is not None and control_socket is not None
         return Config(
             path=self.path,
             node=node,
@@ -470,6 +516,8 @@ class _Loader:
             lan_dir=lan_dir,
             metrics_listen=metrics_listen,
             state_dir=DEFAULT_STATE_DIR if state_dir is None else state_dir,
+            control_socket=control_socket,
+            witnesses=witnesses,
         )
 
     def timing(self) -> Timing | None:
@@ -541,12 +589,24 @@ class _Loader:
             self.check_keys(item, "vip", f"{prefix}.")
             address_text = self.string(item, "address", f"{prefix}.address", required=True)
             interface = self.string(item, "interface", f"{prefix}.interface", required=True)
+            offlink = self.value(
+                item, "allow_offlink", f"{prefix}.allow_offlink", bool, required=False
+            )
             address = None
             if address_text is not None:
                 try:
                     address = _parse_vip_address(address_text)
                 except ValueError as exc:
                     self.error(f"{prefix}.address", str(exc))
+            if address is not None and address.network.prefixlen == 32 and not offlink:
+                self.error(
+                    f"{prefix}.address",
+                    f"/32 puts {address.ip} in a subnet of its own, so clients on the LAN "
+                    "cannot reach it directly: give the prefix length of the LAN it lives "
+                    f'on (e.g. "{address.ip}/24"), or set allow_offlink = true if the VIP is '
+                    "routed to this pair",
+                )
+                address = None
             if address is not None:
                 if address.ip in seen:
                     self.error(
@@ -561,8 +621,43 @@ class _Loader:
                     self.error(f"{prefix}.interface", problem)
                     interface = None
             if address is not None and interface is not None:
-                vips.append(Vip(address=address, interface=interface))
+                vips.append(
+                    Vip(address=address, interface=interface, allow_offlink=offlink is True)
+                )
         return tuple(vips)
+
+    def witnesses(
+        self,
+        vips: tuple[Vip, ...],
+        listen: tuple[str, int] | None,
+        peer_address: tuple[str, int] | None,
+    ) -> tuple[ipaddress.IPv4Address, ...] | None:
+        if "witnesses" not in self.data:
+            return None
+        raw = self.data["witnesses"]
+        if not isinstance(raw, list):
+            self.error("witnesses", f"must be an array of IPv4 addresses, got {_describe(raw)}")
+            return None
+        nodes = {a[0] for a in (listen, peer_address) if a is not None and a[0] != "0.0.0.0"}
+        found: list[ipaddress.IPv4Address] = []
+        for index, item in enumerate(raw):
+            key = f"witnesses[{index}]"
+            if not isinstance(item, str):
+                self.error(key, f"must be an IPv4 address string, got {_describe(item)}")
+                continue
+            try:
+                ip = ipaddress.IPv4Address(item)
+            except ValueError:
+                self.error(key, f'"{item}" is not an IPv4 address (no host names, no prefix)')
+                continue
+            problem = _witness_problem(ip, vips, nodes)
+            if problem is not None:
+                self.error(key, problem)
+            elif ip in found:
+                self.error(key, f"{ip} is already witnesses[{found.index(ip)}]")
+            else:
+                found.append(ip)
+        return tuple(found)
 
     def backend(self) -> tuple[str | None, Path | None]:
         table = self.section("backend")
@@ -635,11 +730,30 @@ def check_environment(cfg: Config) -> list[str]:
             problem(key, line)
 
     if cfg.backend == "linux":
+        vip_ips = {vip.ip for vip in cfg.vips}
         for index, vip in enumerate(cfg.vips):
             try:
                 socket.if_nametoindex(vip.interface)
             except OSError:
                 problem(f"vip[{index}].interface", f'no interface "{vip.interface}" on this host')
+                continue
+            if vip.allow_offlink:
+                continue
+            try:
+                addresses = interface_addresses(vip.interface)
+            except (ImportError, OSError) as exc:
+                problem(f"vip[{index}].interface", f"cannot read its addresses: {exc}")
+                continue
+            # The VIP itself may be on the interface already (a running daemon): not a subnet.
+            own = [a for a in addresses if a.ip not in vip_ips]
+            if not any(vip.ip in a.network for a in own):
+                have = ", ".join(str(a) for a in own) or "no IPv4 address"
+                problem(
+                    f"vip[{index}].address",
+                    f"{vip.ip} lies in no subnet configured on {vip.interface} (it has "
+                    f"{have}), so clients there could not reach it; fix the VIP or the "
+                    "interface, or set allow_offlink = true in this [[vip]] if it is routed",
+                )
 
     folder = _folder_problem(cfg.state_dir)
     if folder is not None:
@@ -648,6 +762,10 @@ def check_environment(cfg: Config) -> list[str]:
         folder = _folder_problem(cfg.lan_dir)
         if folder is not None:
             problem("backend.lan_dir", folder)
+    if cfg.control_socket is not None:
+        control = _control_problem(cfg.control_socket)
+        if control is not None:
+            problem("control_socket", control)
     return problems
 
 
@@ -668,3 +786,115 @@ def _folder_problem(folder: Path) -> str | None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"cannot create {folder}: {ancestor} is not writable"
     return None
+
+
+def _control_problem(path: Path) -> str | None:
+    """Why the daemon could not safely create its control socket at `path`, or None.
+
+    The same rules `havip.shell.control.start_control` enforces, minus the live-daemon
+    probe (check-config may run while the daemon does).
+    """
+    folder = path.parent
+    if folder.exists():
+        info = folder.stat()
+        if not folder.is_dir():
+            return f"{folder} exists but is not a folder"
+        if info.st_uid not in (0, os.geteuid()):
+            return f"{folder} is owned by uid {info.st_uid}, not by root or the daemon's user"
+        if info.st_mode & 0o022:
+            return (
+                f"{folder} is writable by group or others (mode {info.st_mode & 0o777:o}): "
+                "anyone could replace the control socket"
+            )
+    else:
+        creatable = _folder_problem(folder)
+        if creatable is not None:
+            return creatable
+    if path.is_symlink() or (path.exists() and not path.is_socket()):
+        return f"{path} exists and is not a socket (the daemon will not remove it)"
+    return None
+
+
+# --- what the interfaces say (Linux, pyroute2; imported lazily) -------------------------
+
+
+def interface_addresses(name: str) -> list[ipaddress.IPv4Interface]:
+    """IPv4 addresses with prefix configured on interface `name` (empty if it has none).
+
+    Raises ImportError off Linux or without pyroute2, OSError if netlink fails.
+    """
+    from pyroute2 import IPRoute
+
+    ipr = IPRoute()
+    try:
+        index = ipr.link_lookup(ifname=name)
+        if not index:
+            return []
+        found = []
+        for msg in ipr.get_addr(family=socket.AF_INET, index=index[0]):
+            # IFA_LOCAL is this host's end on point-to-point links, where IFA_ADDRESS is not.
+            local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if local:
+                found.append(ipaddress.IPv4Interface(f"{local}/{msg['prefixlen']}"))
+        return found
+    finally:
+        ipr.close()
+
+
+def default_gateways(name: str) -> list[ipaddress.IPv4Address]:
+    """Next hops of the main table's IPv4 default routes that leave through `name`.
+
+    Raises ImportError off Linux or without pyroute2, OSError if netlink fails.
+    """
+    from pyroute2 import IPRoute
+
+    ipr = IPRoute()
+    try:
+        index = ipr.link_lookup(ifname=name)
+        if not index:
+            return []
+        found = []
+        for route in ipr.get_routes(family=socket.AF_INET, table=254):
+            gateway = route.get_attr("RTA_GATEWAY")
+            if route["dst_len"] == 0 and gateway and route.get_attr("RTA_OIF") == index[0]:
+                found.append(ipaddress.IPv4Address(gateway))
+        return found
+    finally:
+        ipr.close()
+
+
+def witness_plan(cfg: Config) -> tuple[dict[str, tuple[ipaddress.IPv4Address, ...]], list[str]]:
+    """The witnesses to ARP on each VIP interface, and a warning line per interface with none.
+
+    Explicit `witnesses` are split by interface (each goes to the interfaces whose VIP
+    subnets contain it). Without the key, each interface's default gateway is used when it
+    lies in one of that interface's VIP subnets (looked up now, so call it at start-up).
+    The dry-run backend has no LAN to hear: without explicit witnesses it gets none and no
+    warning.
+    """
+    plan: dict[str, tuple[ipaddress.IPv4Address, ...]] = {}
+    warnings: list[str] = []
+    for iface in dict.fromkeys(vip.interface for vip in cfg.vips):
+        nets = [vip.address.network for vip in cfg.vips if vip.interface == iface]
+        why: str | None = None
+        if cfg.witnesses is not None:
+            chosen = tuple(w for w in cfg.witnesses if any(w in net for net in nets))
+            if not cfg.witnesses:
+                why = "witnesses = [] disables them"
+            elif not chosen:
+                why = "no address in witnesses is on its VIP subnets"
+        elif cfg.backend != "linux":
+            chosen = ()
+        else:
+            try:
+                gateways = default_gateways(iface)
+            except (ImportError, OSError) as exc:
+                gateways, why = [], f"cannot look up its default gateway ({exc})"
+            chosen = tuple(g for g in gateways if any(g in net for net in nets))
+            if not chosen and why is None:
+                subnets = ", ".join(str(net) for net in nets)
+                why = f"no default gateway through it on the VIP's subnet ({subnets})"
+        plan[iface] = chosen
+        if why is not None:
+            warnings.append(f"{cfg.path}: witnesses: {NO_WITNESS} ({iface}: {why})")
+    return plan, warnings

@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
 from havip.lab.netns import Lab
 
+# The spellings CI systems and people use for "yes"; anything else (unset, 0, false) is no.
+TRUTHY = frozenset({"1", "true", "yes", "on"})
+# Set to a reason to make the lab unavailable: lets a test prove the CI gate fails loudly.
+FORCE_NO_NETNS = "HAVIP_TEST_NO_NETNS"
+
+
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the CI variable says yes (true, 1, yes, on, in any case)."""
+    return environ.get("CI", "").strip().lower() in TRUTHY
+
 
 @functools.cache
 def _netns_unavailable() -> str | None:
+    forced = os.environ.get(FORCE_NO_NETNS)
+    if forced:
+        return f"{FORCE_NO_NETNS}={forced}"
     return Lab.available()
 
 
 def require_netns() -> None:
-    """Return if namespace tests can run here; else fail in CI (CI=true) and skip elsewhere."""
+    """Return if namespace tests can run here; else fail under CI and skip elsewhere.
+
+    CI must run the namespace tests: there a lab that cannot start is a failure, never a
+    silent skip."""
     reason = _netns_unavailable()
     if reason is None:
         return
     message = f"network-namespace test cannot run: {reason}"
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(message)
     pytest.skip(message)
 

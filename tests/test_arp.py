@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 import pytest
@@ -10,18 +11,26 @@ from hypothesis import strategies as st
 
 from havip.backends.arp import (
     BROADCAST,
+    JEQ,
+    LD_H,
+    LD_W,
     OP_REPLY,
     OP_REQUEST,
+    RET,
+    SKF_AD_PKTTYPE,
     ZERO_MAC,
     ArpPacket,
+    arp_filter,
+    bpf_bytes,
     build_arp,
-    claims,
+    classify,
     gratuitous_frames,
     mac_bytes,
     mac_text,
     parse_arp,
     probe_frame,
 )
+from havip.backends.base import Heard, HeardKind
 
 MAC = bytes.fromhex("020000000001")
 OTHER_MAC = bytes.fromhex("020000000002")
@@ -157,24 +166,115 @@ def _packet(**changes: object) -> ArpPacket:
     return ArpPacket(**fields)  # type: ignore[arg-type]
 
 
+WITNESS = IPv4Address("198.18.0.254")
+CLAIM = Heard(kind=HeardKind.CLAIM, ip=VIP, mac="02:00:00:00:00:02")
+
+
 @pytest.mark.parametrize(
     ("packet", "expected"),
     [
-        (_packet(), True),  # the holder answers our probe
-        (_packet(op=OP_REQUEST, target_ip=VIP, target_mac=ZERO_MAC), True),  # its own GARP
-        (_packet(sender_mac=MAC), False),  # our own frame
-        (_packet(sender_ip=PEER), False),  # someone else's address
-        # Another host merely probing for the VIP does not hold it (see `claims`).
-        (parse_arp(probe_frame(OTHER_MAC, VIP)), False),
-        (parse_arp(probe_frame(MAC, VIP)), False),  # our own probe
-        (parse_arp(probe_frame(OTHER_MAC, PEER)), False),  # a probe for another address
+        (_packet(), CLAIM),  # the holder answers our probe
+        (_packet(op=OP_REQUEST, target_ip=VIP, target_mac=ZERO_MAC), CLAIM),  # its own GARP
+        (_packet(sender_mac=MAC), None),  # our own frame
+        (_packet(sender_ip=PEER), None),  # someone else's address
+        # Another host probing for the VIP: reported as a probe, not a claim.
+        (parse_arp(probe_frame(OTHER_MAC, VIP)), replace(CLAIM, kind=HeardKind.PROBE)),
+        (parse_arp(probe_frame(MAC, VIP)), None),  # our own probe
+        (parse_arp(probe_frame(OTHER_MAC, PEER)), None),  # a probe for another address
+        # A reply with sender 0.0.0.0 is no probe.
+        (_packet(sender_ip=IPv4Address("0.0.0.0"), target_ip=VIP), None),
         # An ordinary request *for* the VIP says nothing about who holds it.
-        (_packet(op=OP_REQUEST, sender_ip=PEER, target_mac=ZERO_MAC, target_ip=VIP), False),
+        (_packet(op=OP_REQUEST, sender_ip=PEER, target_mac=ZERO_MAC, target_ip=VIP), None),
+        # The witness answering (or asking anything).
+        (_packet(sender_ip=WITNESS), replace(CLAIM, kind=HeardKind.WITNESS, ip=WITNESS)),
+        (_packet(sender_ip=WITNESS, sender_mac=MAC), None),
     ],
 )
-def test_claims(packet: ArpPacket | None, expected: bool) -> None:
+def test_classify(packet: ArpPacket | None, expected: Heard | None) -> None:
     assert packet is not None
-    assert claims(packet, ip=VIP, own_mac=MAC) is expected
+    assert classify(packet, own_mac=MAC, vips={VIP}, witnesses={WITNESS}) == expected
+
+
+def _run_bpf(program: list[tuple[int, int, int, int]], frame: bytes, pkttype: int) -> int:
+    """A classic-BPF interpreter for the instructions `arp_filter` uses, as the kernel runs
+    them: a load past the end of the frame drops it."""
+    acc, pc = 0, 0
+    for _ in range(len(program)):  # no backward jumps: each instruction runs at most once
+        code, jt, jf, k = program[pc]
+        if code == LD_W and k == SKF_AD_PKTTYPE:
+            acc = pkttype
+        elif code in (LD_W, LD_H):
+            size = 4 if code == LD_W else 2
+            if k + size > len(frame):
+                return 0
+            acc = int.from_bytes(frame[k : k + size], "big")
+        elif code == JEQ:
+            pc += jt if acc == k else jf
+        elif code == RET:
+            return k
+        else:
+            raise AssertionError(f"unexpected opcode {code:#x}")
+        pc += 1
+    raise AssertionError("program ran off its end")
+
+
+def test_filter_golden() -> None:
+    # Written out by hand from linux/filter.h; jumps count from the next instruction.
+    assert arp_filter(own_mac=MAC, vips=[VIP], witnesses=[WITNESS]) == [
+        (0x20, 0, 0, 0xFFFFF004),  # 0: ld packet type
+        (0x15, 18, 0, 4),  # 1: outgoing -> drop (20)
+        (0x28, 0, 0, 12),  # 2: ldh ethertype
+        (0x15, 0, 16, 0x0806),  # 3: ARP, else drop
+        (0x20, 0, 0, 14),  # 4: ld htype, ptype
+        (0x15, 0, 14, 0x00010800),  # 5: Ethernet/IPv4, else drop
+        (0x28, 0, 0, 18),  # 6: ldh hlen, plen
+        (0x15, 0, 12, 0x0604),  # 7: 6/4, else drop
+        (0x20, 0, 0, 22),  # 8: ld sender MAC, first 4 bytes
+        (0x15, 0, 2, 0x02000000),  # 9: ours? else on to the sender IP (12)
+        (0x28, 0, 0, 26),  # 10: ldh sender MAC, last 2 bytes
+        (0x15, 8, 0, 0x0001),  # 11: ours -> drop
+        (0x20, 0, 0, 28),  # 12: ld sender IP
+        (0x15, 7, 0, 0xC6120064),  # 13: the VIP -> accept (21)
+        (0x15, 6, 0, 0xC61200FE),  # 14: the witness -> accept
+        (0x15, 0, 4, 0),  # 15: 0.0.0.0, else drop
+        (0x28, 0, 0, 20),  # 16: ldh op
+        (0x15, 0, 2, 1),  # 17: request, else drop
+        (0x20, 0, 0, 38),  # 18: ld target IP
+        (0x15, 1, 0, 0xC6120064),  # 19: the VIP -> accept
+        (0x06, 0, 0, 0),  # 20: drop
+        (0x06, 0, 0, 0xFFFF),  # 21: accept
+    ]
+
+
+@pytest.mark.parametrize(
+    ("frame", "pkttype", "accepted"),
+    [
+        (GOLDEN_GARP_REQUEST.replace(MAC, OTHER_MAC), 1, True),  # someone else's GARP for the VIP
+        (GOLDEN_GARP_REPLY.replace(MAC, OTHER_MAC), 1, True),
+        (GOLDEN_GARP_REQUEST, 1, False),  # ours, looped back
+        (GOLDEN_GARP_REQUEST.replace(MAC, OTHER_MAC), 4, False),  # outgoing
+        (probe_frame(OTHER_MAC, VIP), 1, True),  # a rival probe
+        (probe_frame(OTHER_MAC, PEER), 1, False),  # a probe for another address
+        (GOLDEN_REQUEST, 1, False),  # .1 asks for .2: not ours
+        (GOLDEN_UNICAST_REPLY, 0, False),
+        (GOLDEN_PROBE[:41], 1, False),  # truncated
+        (b"\x00" * 12 + b"\x08\x00" + GOLDEN_PROBE[14:], 1, False),  # IPv4, not ARP
+    ],
+)
+def test_filter_cases(frame: bytes, pkttype: int, accepted: bool) -> None:
+    program = arp_filter(own_mac=MAC, vips=[VIP], witnesses=[WITNESS])
+    assert (_run_bpf(program, frame, pkttype) > 0) is accepted
+
+
+def test_filter_limits() -> None:
+    with pytest.raises(ValueError, match="at least one VIP"):
+        arp_filter(own_mac=MAC, vips=[])
+    many = [IPv4Address(int(VIP) + i) for i in range(101)]
+    with pytest.raises(ValueError, match="at most 100"):
+        arp_filter(own_mac=MAC, vips=many)
+    # The biggest allowed program still assembles (every jump fits in 8 bits).
+    program = arp_filter(own_mac=MAC, vips=many[:50], witnesses=many[50:100])
+    assert len(bpf_bytes(program)) == 8 * len(program)
 
 
 macs = st.binary(min_size=6, max_size=6)
@@ -214,6 +314,42 @@ def test_build_parse_round_trip(
         target_mac=target_mac,
         target_ip=target_ip,
     )
+
+
+ip_pool = st.sampled_from([VIP, PEER, HOST, WITNESS, IPv4Address("0.0.0.0")])
+mac_pool = st.sampled_from([MAC, OTHER_MAC, BROADCAST, ZERO_MAC])
+
+
+@given(
+    op=st.sampled_from([OP_REQUEST, OP_REPLY, 3]),
+    sender_mac=mac_pool,
+    sender_ip=ip_pool,
+    target_ip=ip_pool,
+    pkttype=st.sampled_from([0, 1, 3, 4]),
+    vips=st.lists(ip_pool, min_size=1, max_size=3),
+    witnesses=st.lists(ip_pool, max_size=3),
+    tail=st.binary(max_size=18),
+)
+def test_filter_accepts_exactly_what_classify_reports(
+    op: int,
+    sender_mac: bytes,
+    sender_ip: IPv4Address,
+    target_ip: IPv4Address,
+    pkttype: int,
+    vips: list[IPv4Address],
+    witnesses: list[IPv4Address],
+    tail: bytes,
+) -> None:
+    # The kernel filter and the Python classifier must agree, or the daemon either wakes for
+    # nothing or never sees a claim the filter dropped.
+    frame = build_arp(
+        op=op, sender_mac=sender_mac, sender_ip=sender_ip, target_mac=ZERO_MAC, target_ip=target_ip
+    )
+    program = arp_filter(own_mac=MAC, vips=vips, witnesses=witnesses)
+    packet = parse_arp(frame + tail)
+    assert packet is not None
+    wanted = pkttype != 4 and classify(packet, own_mac=MAC, vips=vips, witnesses=witnesses)
+    assert (_run_bpf(program, frame + tail, pkttype) > 0) == bool(wanted)
 
 
 @given(st.binary(max_size=128))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -18,8 +19,9 @@ from typing import Any
 import pytest
 
 from havip.backends import BackendError, BackendOp, make_backend
-from havip.backends.arp import gratuitous_frames, mac_bytes
-from havip.backends.dryrun import DryRunBackend
+from havip.backends.arp import gratuitous_frames, mac_bytes, mac_text
+from havip.backends.base import Heard, HeardKind, LinkState
+from havip.backends.dryrun import DryRunBackend, dry_run_mac
 from havip.config import Config, Timing, TlsFiles, Vip
 
 SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
@@ -31,6 +33,20 @@ OTHER_VIP = Vip(address=ipaddress.IPv4Interface("198.18.0.101/24"), interface="v
 # --- dry-run ------------------------------------------------------------------------------
 
 
+def _heard_by(backend: DryRunBackend, ip: IPv4Address) -> list[Heard]:
+    """What a dry-run probe for `ip` from `backend` hears."""
+    sock = backend.open_lan("v0", [ip], [])
+    try:
+        sock.send_probe(ip)
+        return sock.read()
+    finally:
+        sock.close()
+
+
+def _claim(node: str, ip: IPv4Address = VIP.ip) -> Heard:
+    return Heard(kind=HeardKind.CLAIM, ip=ip, mac=mac_text(dry_run_mac(node)))
+
+
 def test_dry_run_in_memory() -> None:
     backend = DryRunBackend("n1", None)
     assert backend.name == "dry-run"
@@ -39,32 +55,34 @@ def test_dry_run_in_memory() -> None:
     backend.add(VIP)
     assert backend.present(VIP)
     assert not backend.present(OTHER_VIP)
-    assert backend.probe(VIP, 3, 0.08) is None
+    assert _heard_by(backend, VIP.ip) == []
     assert backend.announce(VIP) == 0
     backend.remove(VIP)
     backend.remove(VIP)
     assert not backend.present(VIP)
+    assert backend.link_state("v0") == LinkState(exists=True, up=True, carrier=True)
+    assert backend.default_gateway("v0") is None
     backend.close()
 
 
 def test_dry_run_shared_lan(tmp_path: Path) -> None:
     lan = tmp_path / "lan"
     n1, n2 = DryRunBackend("n1", lan), DryRunBackend("n2", lan)
-    assert n2.probe(VIP, 3, 0.08) is None  # nothing there yet, not even the folder
+    assert _heard_by(n2, VIP.ip) == []  # nothing there yet, not even the folder
 
     n1.add(VIP)
     n1.add(VIP)
     assert (lan / "198.18.0.100" / "n1").is_file()
     assert n1.present(VIP)
     assert not n2.present(VIP)
-    assert n2.probe(VIP, 3, 0.08) == "dry-run:n1"
-    assert n1.probe(VIP, 3, 0.08) is None  # our own claim is not an answer
-    assert n2.probe(OTHER_VIP, 3, 0.08) is None
+    assert _heard_by(n2, VIP.ip) == [_claim("n1")]
+    assert _heard_by(n1, VIP.ip) == []  # our own claim is not an answer
+    assert _heard_by(n2, OTHER_VIP.ip) == []
 
     n1.remove(VIP)
     n1.remove(VIP)
     assert not n1.present(VIP)
-    assert n2.probe(VIP, 3, 0.08) is None
+    assert _heard_by(n2, VIP.ip) == []
     assert n1.announce(VIP) == 0
 
 
@@ -72,8 +90,50 @@ def test_dry_run_both_claim(tmp_path: Path) -> None:
     n1, n2 = DryRunBackend("n1", tmp_path), DryRunBackend("n2", tmp_path)
     n1.add(VIP)
     n2.add(VIP)
-    assert n1.probe(VIP, 1, 0.0) == "dry-run:n2"
-    assert n2.probe(VIP, 1, 0.0) == "dry-run:n1"
+    assert _heard_by(n1, VIP.ip) == [_claim("n2")]
+    assert _heard_by(n2, VIP.ip) == [_claim("n1")]
+
+
+def test_dry_run_lan_socket_wakes_and_drains(tmp_path: Path) -> None:
+    n1, n2 = DryRunBackend("n1", tmp_path), DryRunBackend("n2", tmp_path)
+    n2.add(VIP)
+    sock = n1.open_lan("v0", [VIP.ip], [IPv4Address("198.18.0.254")])
+    try:
+        assert sock.mac == dry_run_mac("n1") != dry_run_mac("n2")
+        assert sock.mac[0] == 0x02  # locally administered, unicast
+        assert not select.select([sock], [], [], 0)[0]
+        sock.send_request(IPv4Address("198.18.0.254"))  # no .witnesses file: nobody answers
+        assert not select.select([sock], [], [], 0)[0]
+        for _ in range(300):
+            sock.send_probe(VIP.ip)
+        assert select.select([sock], [], [], 0)[0]
+        first = sock.read()
+        assert first == [_claim("n2")] * 256  # bounded per read, like the packet socket
+        assert select.select([sock], [], [], 0)[0]  # the rest still wakes the reader
+        assert sock.read() == [_claim("n2")] * 44
+        assert not select.select([sock], [], [], 0)[0]
+        (tmp_path / ".witnesses").touch()
+        sock.send_request(IPv4Address("198.18.0.254"))
+        heard = sock.read()
+        assert [(h.kind, h.ip) for h in heard] == [(HeardKind.WITNESS, IPv4Address("198.18.0.254"))]
+    finally:
+        sock.close()
+    monitor = n1.open_link_monitor()
+    try:
+        assert not select.select([monitor], [], [], 0)[0]
+        assert monitor.read() == []
+    finally:
+        monitor.close()
+
+
+def test_dry_run_probe_error_names_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "198.18.0.100").write_text("a file where a folder should be\n")
+    sock = DryRunBackend("n1", tmp_path).open_lan("v0", [VIP.ip], [])
+    try:
+        with pytest.raises(BackendError, match=r"^probe on v0: cannot list .*198\.18\.0\.100"):
+            sock.send_probe(VIP.ip)
+    finally:
+        sock.close()
 
 
 def test_dry_run_write_error_names_the_file(tmp_path: Path) -> None:
@@ -269,11 +329,13 @@ def test_linux_missing_interface(lab: Lab) -> None:
         lab.a,
         """
         out["present"] = backend.present(vip)
+        out["link"] = backend.link_state(vip.interface)
+        out["gateway"] = backend.default_gateway(vip.interface)
         backend.remove(vip)
         for name, call in (
             ("add", lambda: backend.add(vip)),
             ("announce", lambda: backend.announce(vip)),
-            ("probe", lambda: backend.probe(vip, 1, 0.01)),
+            ("listen", lambda: backend.open_lan(vip.interface, [vip.ip], [])),
         ):
             try:
                 call()
@@ -284,9 +346,11 @@ def test_linux_missing_interface(lab: Lab) -> None:
     )
     assert out == {
         "present": False,
+        "link": [False, False, False],
+        "gateway": None,
         "add": "add 198.18.0.100/24 on eth9: interface eth9 does not exist",
         "announce": "announce 198.18.0.100/24 on eth9: interface eth9 does not exist",
-        "probe": "probe 198.18.0.100/24 on eth9: interface eth9 does not exist",
+        "listen": "listen on eth9: interface eth9 does not exist",
     }
 
 
@@ -367,66 +431,11 @@ def test_linux_announce(lab: Lab) -> None:
     assert [entry["lladdr"] for entry in neigh] == [lab.a_mac]
 
 
-_PROBER = """
-import socket, sys, time
-from ipaddress import IPv4Address
-from havip.backends.arp import probe_frame
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-s.bind((sys.argv[1], 0x0806))
-mac = bytes.fromhex(sys.argv[2].replace(":", ""))
-frame = probe_frame(mac, IPv4Address(sys.argv[3]))
-print("ready", flush=True)
-deadline = time.monotonic() + float(sys.argv[4])
-while time.monotonic() < deadline:
-    s.send(frame)
-    time.sleep(0.01)
-"""
-
-
-@pytest.mark.netns
-def test_linux_probe(lab: Lab) -> None:
-    window = repr(0.1 * SCALE)
-    body = f'out["answer"] = backend.probe(vip, 3, {window})'
-    assert _in_ns(lab.a, body) == {"answer": None}
-
-    _ip("-n", lab.b, "addr", "add", "198.18.0.100/24", "dev", "v1")
-    assert _in_ns(lab.a, body) == {"answer": lab.b_mac}
-    # Another address on b is no answer for ours.
-    assert _in_ns(lab.a, body, OTHER_VIP) == {"answer": None}
-
-    _ip("-n", lab.b, "addr", "del", "198.18.0.100/24", "dev", "v1")
-    assert _in_ns(lab.a, body) == {"answer": None}
-
-    # Holding the VIP ourselves is not an answer from someone else.
-    assert _in_ns(lab.a, f"backend.add(vip); {body}") == {"answer": None}
-
-
-@pytest.mark.netns
-def test_linux_probe_ignores_a_rival_probe(lab: Lab) -> None:
-    # b merely probes for the VIP too: that is no holder, so it must not veto (see arp.claims).
-    rival = subprocess.Popen(
-        [*_exec_in(lab.b, _PROBER), "v1", lab.b_mac, "198.18.0.100", str(30 * SCALE)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert rival.stdout is not None
-        assert rival.stdout.readline().strip() == "ready"
-        out = _in_ns(lab.a, f'out["answer"] = backend.probe(vip, 3, {0.1 * SCALE!r})')
-    finally:
-        rival.kill()
-        rival.wait()
-    assert out == {"answer": None}
-
-
-def test_probe_value_errors() -> None:
+def test_garp_rounds_value_error() -> None:
     if sys.platform != "linux":
         pytest.skip("Linux backend")
     from havip.backends.linux import LinuxBackend
 
-    with pytest.raises(ValueError, match="probe count"):
-        LinuxBackend().probe(VIP, 0, 0.1)
     with pytest.raises(ValueError, match="garp_rounds"):
         LinuxBackend(garp_rounds=0)
 
@@ -439,4 +448,9 @@ def test_backend_error_is_one_line() -> None:
         VIP,
         "netlink: Operation not permitted (errno 1)",
     )
+    assert err.vip is not None
     assert IPv4Address("198.18.0.100") == err.vip.ip
+    whole = BackendError(BackendOp.LISTEN, None, "cannot open packet socket", interface="v0")
+    assert str(whole) == "listen on v0: cannot open packet socket"
+    assert (whole.vip, whole.interface) == (None, "v0")
+    assert str(BackendError(BackendOp.LINK, None, "no netlink")) == "link: no netlink"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.failover import (
+    EXIT_MISSED,
+    ISSUE5_SCENARIOS,
     SCENARIOS,
     SPECS,
     IdleNumbers,
@@ -13,6 +15,7 @@ from bench.failover import (
     RunNumbers,
     SoakNumbers,
     cpu_percent,
+    exit_code,
     format_profiles,
     format_soak,
     format_table,
@@ -36,15 +39,27 @@ STAT = (
 STATUS = "Name:\tpython\nVmPeak:\t  40000 kB\nVmRSS:\t   31232 kB\nRssAnon:\t 20000 kB\n"
 
 
-def _run(outage: float, double: int = 0, takeover: bool = False) -> RunNumbers:
+def _run(
+    outage: float,
+    double: int = 0,
+    takeover: bool = False,
+    *,
+    two_owners: float = 0.0,
+    moves: int = 0,
+    owner: str = "n2",
+    **measures: float,
+) -> RunNumbers:
     return RunNumbers(
         outage_ms=outage,
         double_answers=double,
         rounds=100,
-        owner="n2",
+        owner=owner,
         takeover=takeover,
         timeline=[],
         notes=[],
+        two_owners_ms=two_owners,
+        moves=moves,
+        measures=measures,
     )
 
 
@@ -200,12 +215,70 @@ def test_outage_row_without_runs() -> None:
         ([_run(0.0), _run(10.0)], False),
         ([_run(0.0), _run(0.0, double=1)], False),
         ([_run(0.0), _run(0.0, takeover=True)], False),
+        ([_run(0.0), _run(0.0, moves=1)], False),
     ],
 )
 def test_outage_row_zero_target(runs: list[RunNumbers], meets: bool) -> None:
     row = outage_row("sigkill", 2, runs, 0, ZERO)
     assert row.meets is meets
     assert row.double == str(sum(r.double_answers for r in runs))
+
+
+def _check(name: str, run: RunNumbers) -> bool:
+    return outage_row(name, 1, [run], 0, SPECS[name].target).meets
+
+
+@pytest.mark.parametrize(
+    ("name", "run", "meets"),
+    [
+        ("heartbeat-blip", _run(300.0, two_owners=900.0, final_owner_after_s=0.5), True),
+        ("heartbeat-blip", _run(300.0, two_owners=1100.0, final_owner_after_s=0.5), False),
+        ("heartbeat-blip", _run(300.0, two_owners=0.0, final_owner_after_s=1.5), False),
+        ("heartbeat-blip", _run(300.0, two_owners=0.0), False),  # nothing measured: a miss
+        ("partition-heal", _run(900.0, outage_after_heal_ms=90.0), True),
+        ("partition-heal", _run(0.0, outage_after_heal_ms=110.0), False),
+        ("blips-250", _run(250.0, n2_became_active=0.0), True),
+        ("blips-250", _run(250.0, moves=1, n2_became_active=0.0), False),
+        ("blips-500", _run(500.0, moves=4), True),
+        ("blips-500", _run(500.0, moves=5), False),
+        ("no-interface", _run(100.0, moves=1), True),
+        ("no-interface", _run(100.0, moves=3), False),
+        ("third-host", _run(0.0, detected_after_s=0.4, n1_released=0.0), True),
+        ("third-host", _run(0.0, detected_after_s=0.4, n1_released=1.0), False),
+        ("third-host", _run(0.0, n1_released=0.0), False),
+        ("frozen-owner", _run(200.0, late_garps_from_n1=0.0), True),
+        ("frozen-owner", _run(200.0, owner="n1", late_garps_from_n1=0.0), False),
+        ("frozen-owner", _run(200.0, late_garps_from_n1=1.0), False),
+        ("vip-link-admin", _run(300.0), True),
+        ("vip-link-admin", _run(300.0, two_owners=20.0), False),
+        ("flood", _run(0.0, standby_in_after_s=0.8), True),
+        ("flood", _run(0.0, standby_in_after_s=3.0), False),
+        ("isolated-drop", _run(0.0), True),
+        ("isolated-drop", _run(10.0), False),
+        ("restart-secondary", _run(0.0), True),
+        ("restart-secondary", _run(0.0, moves=1), False),
+    ],
+)
+def test_issue5_targets(name: str, run: RunNumbers, meets: bool) -> None:
+    assert _check(name, run) is meets
+
+
+def test_rows_show_two_owners_and_moves() -> None:
+    row = outage_row(
+        "one-way-n2-n1",
+        2,
+        [_run(10.0, two_owners=300.0, moves=1), _run(20.0, two_owners=700.0, moves=2)],
+        0,
+        SPECS["one-way-n2-n1"].target,
+    )
+    assert (row.two_owners, row.moves) == ("700 ms", "2")
+
+
+def test_exit_code_says_missed_targets() -> None:
+    assert exit_code(broke=False, missed=False) == 0
+    assert exit_code(broke=False, missed=True) == EXIT_MISSED
+    assert exit_code(broke=True, missed=True) == 1
+    assert EXIT_MISSED not in (0, 1, 2)
 
 
 def test_idle_rows_cpu_and_rss_verdicts() -> None:
@@ -225,7 +298,7 @@ def test_idle_rows_cpu_and_rss_verdicts() -> None:
     assert (rows[3].low, rows[3].high) == ("49.0 MB", "51.0 MB")
 
 
-def _soak(takeovers: int = 0) -> SoakNumbers:
+def _soak(takeovers: int = 0, *, owns: bool | None = None, max_outage: float = 20.0) -> SoakNumbers:
     counters = {
         "havip_keepalives_missed_total": 7.0,
         "havip_takeovers_vetoed_total": 2.0,
@@ -243,9 +316,9 @@ def _soak(takeovers: int = 0) -> SoakNumbers:
         counters={"n1": dict(counters), "n2": dict(counters)},
         rounds=60000,
         lost_rounds=2400,
-        max_outage_ms=20.0,
+        max_outage_ms=max_outage,
         double_answers=0,
-        n1_owns_at_end=not takeovers,
+        n1_owns_at_end=(not takeovers) if owns is None else owns,
         daemon_exits=[],
     )
 
@@ -254,6 +327,9 @@ def test_soak_row_and_details() -> None:
     row = soak_row(_soak())
     assert (row.runs, row.high, row.double, row.meets) == ("1 x 600 s", "20 ms", "0", True)
     assert not soak_row(_soak(takeovers=1)).meets
+    assert not soak_row(_soak(owns=False)).meets  # the owner at the end is part of the verdict
+    assert not soak_row(_soak(max_outage=900.0)).meets  # and so is the longest outage
+    assert "n1 owns at end" in row.target
     text = format_soak(_soak())
     assert "takeovers (n2 -> active): 0" in text
     assert "failure signals (peer_lost): n1 1, n2 2" in text
@@ -271,7 +347,18 @@ def test_format_table_aligns_columns() -> None:
     ]
     lines = format_table(rows).splitlines()
     assert len(lines) == 3
-    header = ["scenario", "runs", "median", "min", "max", "double", "target", "verdict"]
+    header = [
+        "scenario",
+        "runs",
+        "median",
+        "min",
+        "max",
+        "double",
+        "2-owners",
+        "moves",
+        "target",
+        "verdict",
+    ]
     assert lines[0].split() == header
     assert lines[1].endswith("meets")
     assert lines[2].endswith("MISSES")
@@ -297,11 +384,17 @@ def test_format_profiles_names_each_timing() -> None:
 def test_every_outage_scenario_has_a_spec() -> None:
     assert set(SPECS) == set(SCENARIOS) - {"idle", "soak"}
     assert SPECS["power-off-fast"].fast and not SPECS["power-off"].fast
+    assert set(ISSUE5_SCENARIOS) <= set(SPECS)
+    assert SPECS["vip-link-admin"].heartbeat_net and SPECS["no-interface"].heartbeat_net
+    assert SPECS["third-host"].rogue
+    assert not SPECS["frozen-owner"].start and not SPECS["frozen-owner"].preempt
+    # Every issue-5 fault has a target that can be missed.
+    assert all(SPECS[n].target.check is not None or SPECS[n].target.zero for n in ISSUE5_SCENARIOS)
 
 
 def test_parser_defaults_and_only() -> None:
     args = parser().parse_args([])
-    assert (args.runs, args.soak, args.idle, args.only) == (None, 600.0, 60.0, None)
+    assert (args.runs, args.soak, args.idle, args.only) == (None, 300.0, 60.0, None)
     args = parser().parse_args(["--only", "sigkill, soak", "--soak", "0", "--runs", "2"])
     assert (args.only, args.soak, args.runs) == (["sigkill", "soak"], 0.0, 2)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -27,10 +28,11 @@ def _free_port() -> int:
         return port
 
 
-def _write_config(d: Path, node: str, port: int, metrics: int) -> Path:
+def _write_config(d: Path, node: str, port: int, metrics: int, extra: str = "") -> Path:
     peer = "n2" if node == "n1" else "n1"
     text = (
         f'node = "{node}"\nprimary = "n1"\nlisten = "127.0.0.1:{port}"\nstate_dir = "state"\n'
+        f'control_socket = "{node}.sock"\n{extra}'
         f'[peer]\nname = "{peer}"\naddress = "127.0.0.1:{port}"\n'
         f'[tls]\nca = "pki/ca.crt"\ncert = "pki/{node}.crt"\nkey = "pki/{node}.key"\n'
         '[[vip]]\naddress = "198.18.0.100/24"\ninterface = "lo"\n'
@@ -202,4 +204,158 @@ def test_status_without_daemon_exits_1(
 ) -> None:
     cfg = _write_config(tmp_path, "n1", 7411, _free_port())
     assert main(["status", "--config", str(cfg)]) == 1
-    assert "cannot reach havip" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == f"havip: {tmp_path / 'n1.sock'}: no havip daemon is listening (is it running?)\n"
+
+
+STATUS = {
+    "node": "n1",
+    "role": "primary",
+    "version": "0",
+    "state": "active",
+    "since": 0.0,
+    "reason": "probe_silent",
+    "epoch": 3,
+    "vips": [],
+    "peer": "n2",
+    "peer_connected": False,
+}
+
+
+def test_status_asks_the_control_socket_not_the_metrics_port(
+    pki_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A squatter on the metrics port answers "healthy"; status must not even ask it."""
+    from havip.shell.control import remove_control, start_control
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(8)
+    cfg = _write_config(tmp_path, "n1", 7411, squatter.getsockname()[1])
+    sock = tmp_path / "n1.sock"
+
+    async def run() -> tuple[int, str, int, str]:
+        server = await start_control(sock, {"status": lambda _req: STATUS})
+        try:
+            as_json = await asyncio.to_thread(main, ["status", "--json", "--config", str(cfg)])
+            out_json = capsys.readouterr().out
+            human = await asyncio.to_thread(main, ["status", "--config", str(cfg)])
+            return as_json, out_json, human, capsys.readouterr().out
+        finally:
+            server.close()
+            await server.wait_closed()
+            remove_control(sock)
+
+    try:
+        as_json, out_json, human, out_human = asyncio.run(run())
+        squatter.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            squatter.accept()  # nobody knocked on the metrics port
+    finally:
+        squatter.close()
+    assert as_json == 0 and json.loads(out_json) == STATUS
+    assert human == 0 and out_human == format_status(STATUS) + "\n"
+
+
+def _check_and_run(cfg: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    assert main(["check-config", "--config", str(cfg)]) == 2
+    checked = capsys.readouterr().err
+    assert main(["run", "--config", str(cfg)]) == 2
+    return checked, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fault", ["loose-key", "missing-cert", "other-node-cert", "no-interface"])
+def test_run_refuses_what_check_config_refuses(
+    pki_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fault: str
+) -> None:
+    """Same lines, exit 2, and the daemon never starts (no state folder, no socket)."""
+    extra = ""
+    if fault == "loose-key":
+        (pki_dir / "n1.key").chmod(0o644)
+    elif fault == "missing-cert":
+        (pki_dir / "n1.crt").unlink()
+    elif fault == "other-node-cert":
+        (pki_dir / "n1.crt").write_bytes((pki_dir / "n2.crt").read_bytes())
+    cfg = _write_config(tmp_path, "n1", _free_port(), _free_port(), extra)
+    if fault == "no-interface":
+        text = cfg.read_text().replace('interface = "lo"', 'interface = "havipnone0"')
+        cfg.write_text(text.replace('type = "dry-run"', 'type = "linux"'))
+    checked, ran = _check_and_run(cfg, capsys)
+    assert checked == ran and checked.startswith(f"havip: {cfg}: ")
+    assert "Errno" not in ran
+    assert not (tmp_path / "state").exists() and not (tmp_path / "n1.sock").exists()
+
+
+def test_check_config_warns_when_there_is_no_witness(
+    pki_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _write_config(tmp_path, "n1", 7411, 9741, "witnesses = []\n")
+    assert main(["check-config", "--config", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"havip: warning: {cfg}: witnesses: no witness: a node cut off")
+    assert "set witnesses = [...]" in err
+
+
+def test_raise_fd_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
+    script = (
+        "import resource\n"
+        "from havip.cli import raise_fd_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+        "raise_fd_limit()\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard) or hard == -1, hard)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    lifted, hard = out.stdout.split()
+    assert lifted == "True", f"soft limit not raised to {hard}"
+
+
+def _status_json(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "havip", "status", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30 * SCALE,
+    )
+
+
+def test_squatted_metrics_port_is_not_fatal_and_a_second_daemon_is_refused(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 5 part 13: another user holds the metrics port first. The daemon keeps running,
+    `havip status` gets the daemon's answer over the control socket, and a second daemon on
+    the same control socket exits with a clear error instead of replacing the first."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(8)
+    config = _write_config(tmp_path, "n1", _free_port(), squatter.getsockname()[1])
+    run = [sys.executable, "-m", "havip", "run", "--config", str(config)]
+    first = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 15 * SCALE
+        answer = _status_json(config)
+        while answer.returncode != 0 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.1)
+            answer = _status_json(config)
+        assert answer.returncode == 0, answer.stderr
+        assert json.loads(answer.stdout)["node"] == "n1"
+        assert first.poll() is None  # the busy metrics port did not stop it
+
+        second = subprocess.run(run, capture_output=True, text=True, cwd=REPO, timeout=30 * SCALE)
+        assert second.returncode == 1
+        assert f"another havip daemon is running on {tmp_path / 'n1.sock'}" in second.stderr
+        assert _status_json(config).returncode == 0  # the first one still answers
+    finally:
+        squatter.close()
+        if first.poll() is None:
+            first.send_signal(signal.SIGTERM)
+        try:
+            first.wait(timeout=10 * SCALE)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0
+    assert not (tmp_path / "n1.sock").exists()  # removed at shutdown

@@ -131,6 +131,8 @@ primary = "n2"
 preempt = false
 listen = "0.0.0.0"
 state_dir = "/srv/havip/state"
+control_socket = "run/n1.sock"
+witnesses = ["198.18.0.254", "198.18.1.5"]
 
 [peer]
 name = "n2"
@@ -200,6 +202,8 @@ def test_full_file_round_trip(tmp_path: Path) -> None:
         lan_dir=Path("/run/havip/lan"),
         metrics_listen=("198.18.0.1", 9100),
         state_dir=Path("/srv/havip/state"),
+        control_socket=tmp_path / "run/n1.sock",
+        witnesses=(ipaddress.IPv4Address("198.18.0.254"), ipaddress.IPv4Address("198.18.1.5")),
     )
 
 
@@ -212,6 +216,9 @@ def test_minimal_file_takes_defaults(tmp_path: Path) -> None:
     assert cfg.backend == "linux"
     assert cfg.lan_dir is None
     assert cfg.metrics_listen == ("127.0.0.1", 9741)
+    assert cfg.control_socket == Path("/run/havip/n1.sock")
+    assert cfg.witnesses is None  # the default gateway, looked up at run time
+    assert cfg.vips[0].allow_offlink is False
     assert str(cfg.vips[0]) == "198.18.0.100/24"
     assert cfg.vips[0].ip == ipaddress.IPv4Address("198.18.0.100")
 
@@ -684,7 +691,7 @@ def env_config(tmp_path: Path, changes: dict[str, Any]) -> Config:
     pki.mkdir(exist_ok=True)
     for name in ("ca.crt", "n1.crt", "n1.key"):
         (pki / name).write_text("x")
-    state = {"state_dir": str(tmp_path / "state")}
+    state = {"state_dir": str(tmp_path / "state"), "control_socket": str(tmp_path / "run/n1.sock")}
     return load_config(write(tmp_path, changed({"backend.type": "dry-run", **state, **changes})))
 
 
@@ -750,9 +757,16 @@ def test_environment_unreadable_files_skip_the_certificate_check(
 
 
 def test_environment_interfaces_checked_for_linux_only(
-    tmp_path: Path, fake_pki: Callable[[list[str]], PkiCalls]
+    tmp_path: Path, fake_pki: Callable[[list[str]], PkiCalls], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_pki([])
+    addresses_read: list[str] = []
+
+    def addresses(name: str) -> list[ipaddress.IPv4Interface]:
+        addresses_read.append(name)
+        return [ipaddress.IPv4Interface("198.18.0.1/24")]
+
+    monkeypatch.setattr(config, "interface_addresses", addresses)
     existing = socket.if_nameindex()[0][1]
     vips = {
         "vip[0].interface": existing,
@@ -763,6 +777,7 @@ def test_environment_interfaces_checked_for_linux_only(
     assert check_environment(linux) == [
         f'{linux.path}: vip[1].interface: no interface "havipnone0" on this host'
     ]
+    assert addresses_read == [existing]
     dry_run = env_config(tmp_path, vips)
     assert check_environment(dry_run) == []
 
@@ -818,6 +833,7 @@ def test_environment_unwritable_folders(
     assert [p.removeprefix(f"{cfg.path}: ").split(":")[0] for p in problems] == [
         "state_dir",
         "backend.lan_dir",
+        "control_socket",
     ]
     assert all("not writable" in p for p in problems)
 
@@ -828,3 +844,315 @@ def test_preempt_delay_may_be_zero(tmp_path: Path) -> None:
     path = tmp_path / "havip.toml"
     path.write_text(text.replace("\n[timing]\n", '\n[timing]\npreempt_delay = "0s"\n', 1))
     assert load_config(path).timing.preempt_delay == 0.0
+
+
+# --- control socket, witnesses, off-link VIPs -----------------------------------------------
+
+IP = ipaddress.IPv4Address
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, Path("/run/havip/n1.sock")),
+        ({"control_socket": "/run/x/h.sock"}, Path("/run/x/h.sock")),
+    ],
+)
+def test_control_socket_values(tmp_path: Path, changes: dict[str, Any], expected: Path) -> None:
+    assert load(tmp_path, changes).control_socket == expected
+
+
+def test_control_socket_relative_to_the_config_file(tmp_path: Path) -> None:
+    assert load(tmp_path, {"control_socket": "c.sock"}).control_socket == tmp_path / "c.sock"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([], ()),
+        (["198.18.0.254"], (IP("198.18.0.254"),)),
+        (["198.18.0.254", "198.18.0.3"], (IP("198.18.0.254"), IP("198.18.0.3"))),
+    ],
+)
+def test_witnesses_values(tmp_path: Path, value: list[str], expected: tuple[IP, ...]) -> None:
+    assert load(tmp_path, {"witnesses": value}).witnesses == expected
+
+
+def test_allow_offlink_admits_a_slash_32(tmp_path: Path) -> None:
+    cfg = load(tmp_path, {"vip[0].address": "203.0.113.9/32", "vip[0].allow_offlink": True})
+    assert cfg.vips[0].allow_offlink is True
+    assert cfg.vips[0].address == ipaddress.IPv4Interface("203.0.113.9/32")
+
+
+NEW_ERROR_CASES: list[tuple[dict[str, Any], str, str]] = [
+    ({"control_socket": 5}, "control_socket", "must be a string, got integer 5"),
+    ({"control_socket": ""}, "control_socket", "must not be empty"),
+    ({"control_socket": "/" + "s" * 120}, "control_socket", "longer than 107 bytes"),
+    ({"witnesses": "198.18.0.254"}, "witnesses", "must be an array of IPv4 addresses"),
+    ({"witnesses": [5]}, "witnesses[0]", "must be an IPv4 address string, got integer 5"),
+    ({"witnesses": ["gw.example"]}, "witnesses[0]", "is not an IPv4 address"),
+    ({"witnesses": ["198.18.0.254/24"]}, "witnesses[0]", "is not an IPv4 address"),
+    ({"witnesses": ["224.0.0.1"]}, "witnesses[0]", "not a unicast address"),
+    ({"witnesses": ["0.0.0.0"]}, "witnesses[0]", "not a unicast address"),
+    ({"witnesses": ["255.255.255.255"]}, "witnesses[0]", "not a unicast address"),
+    ({"witnesses": ["198.18.0.100"]}, "witnesses[0]", "is a VIP"),
+    ({"witnesses": ["198.18.0.1"]}, "witnesses[0]", "this node's or the peer's address"),
+    ({"witnesses": ["198.18.0.2"]}, "witnesses[0]", "this node's or the peer's address"),
+    (
+        {"witnesses": ["198.18.9.1"]},
+        "witnesses[0]",
+        "198.18.9.1 is in no VIP's subnet (198.18.0.0/24)",
+    ),
+    ({"witnesses": ["198.18.0.255"]}, "witnesses[0]", "network or broadcast address"),
+    (
+        {"witnesses": ["198.18.0.254", "198.18.0.254"]},
+        "witnesses[1]",
+        "198.18.0.254 is already witnesses[0]",
+    ),
+    ({"vip[0].address": "198.18.0.100/32"}, "vip[0].address", "/32 puts 198.18.0.100 in a"),
+    ({"vip[0].allow_offlink": "yes"}, "vip[0].allow_offlink", "must be a boolean"),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "message"),
+    NEW_ERROR_CASES,
+    ids=[f"{case[1]}-{i}" for i, case in enumerate(NEW_ERROR_CASES)],
+)
+def test_new_keys_one_error(
+    tmp_path: Path, changes: dict[str, Any], key: str, message: str
+) -> None:
+    path = write(tmp_path, changed(changes))
+    errors = errors_of(path)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"{path}: {key}: "), errors[0]
+    assert message in errors[0]
+
+
+def test_slash_32_error_explains_itself(tmp_path: Path) -> None:
+    (error,) = errors_of(write(tmp_path, changed({"vip[0].address": "198.18.0.100/32"})))
+    assert 'e.g. "198.18.0.100/24"' in error and "allow_offlink = true" in error
+
+
+@pytest.fixture
+def addresses(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[ipaddress.IPv4Interface]]:
+    """What each interface has configured, as check_environment will read it."""
+    table: dict[str, list[ipaddress.IPv4Interface]] = {}
+
+    def read(name: str) -> list[ipaddress.IPv4Interface]:
+        if name not in table:
+            raise OSError(f"unexpected lookup of {name}")
+        return table[name]
+
+    monkeypatch.setattr(config, "interface_addresses", read)
+    return table
+
+
+@pytest.mark.parametrize(
+    ("configured", "offlink", "problem"),
+    [
+        (["198.18.0.1/24"], False, None),
+        (["10.9.0.1/8", "198.18.0.1/16"], False, None),
+        ([], False, "(it has no IPv4 address)"),
+        (["10.9.0.1/8"], False, "lies in no subnet configured on"),
+        # the VIP itself on the interface (a running daemon holds it) proves nothing
+        (["198.18.0.100/24"], False, "(it has no IPv4 address)"),
+        ([], True, None),
+    ],
+    ids=["inside", "inside-wider", "no-address", "elsewhere", "only-the-vip", "allowed"],
+)
+def test_environment_vip_must_be_on_link(
+    tmp_path: Path,
+    fake_pki: Callable[[list[str]], PkiCalls],
+    addresses: dict[str, list[ipaddress.IPv4Interface]],
+    configured: list[str],
+    offlink: bool,
+    problem: str | None,
+) -> None:
+    fake_pki([])
+    iface = socket.if_nameindex()[0][1]  # an interface that exists; its addresses are faked
+    addresses[iface] = [ipaddress.IPv4Interface(a) for a in configured]
+    cfg = env_config(
+        tmp_path,
+        {"backend.type": "linux", "vip[0].interface": iface, "vip[0].allow_offlink": offlink},
+    )
+    problems = check_environment(cfg)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1
+        assert problems[0].startswith(f"{cfg.path}: vip[0].address: 198.18.0.100 lies in no")
+        assert problem in problems[0] and "allow_offlink = true" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("group-writable", "writable by group or others (mode 770)"),
+        ("other-owner", "owned by uid 65534"),
+        ("file-at-path", "exists and is not a socket"),
+        ("folder-is-file", "exists but is not a folder"),
+        ("fine", None),
+        ("missing-folder", None),
+    ],
+)
+def test_environment_control_socket(
+    tmp_path: Path, fake_pki: Callable[[list[str]], PkiCalls], layout: str, message: str | None
+) -> None:
+    fake_pki([])
+    run = tmp_path / "run"
+    if layout != "missing-folder":
+        if layout == "folder-is-file":
+            run.write_text("")
+        else:
+            run.mkdir(mode=0o700)
+    if layout == "group-writable":
+        run.chmod(0o770)
+    elif layout == "other-owner":
+        os.chown(run, 65534, 65534)
+    elif layout == "file-at-path":
+        (run / "n1.sock").write_text("precious")
+    cfg = env_config(tmp_path, {})
+    assert cfg.control_socket == run / "n1.sock"
+    problems = check_environment(cfg)
+    if message is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1
+        assert problems[0].startswith(f"{cfg.path}: control_socket: ") and message in problems[0]
+
+
+# --- witness_plan ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateways(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[IP] | Exception]:
+    table: dict[str, list[IP] | Exception] = {}
+
+    def read(name: str) -> list[IP]:
+        answer = table[name]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(config, "default_gateways", read)
+    return table
+
+
+TWO_LANS = {
+    "backend.type": "linux",
+    "vip[1].address": "198.18.4.10/24",
+    "vip[1].interface": "eth1",
+}
+
+
+def test_witness_plan_splits_explicit_witnesses_by_interface(
+    tmp_path: Path, gateways: dict[str, list[IP] | Exception]
+) -> None:
+    cfg = load(tmp_path, {**TWO_LANS, "witnesses": ["198.18.4.1", "198.18.0.254", "198.18.0.7"]})
+    plan, warnings = config.witness_plan(cfg)
+    assert plan == {"eth0": (IP("198.18.0.254"), IP("198.18.0.7")), "eth1": (IP("198.18.4.1"),)}
+    assert warnings == []
+
+
+def test_witness_plan_warns_per_interface_without_one(
+    tmp_path: Path, gateways: dict[str, list[IP] | Exception]
+) -> None:
+    cfg = load(tmp_path, {**TWO_LANS, "witnesses": ["198.18.0.254"]})
+    plan, warnings = config.witness_plan(cfg)
+    assert plan == {"eth0": (IP("198.18.0.254"),), "eth1": ()}
+    assert warnings == [
+        f"{cfg.path}: witnesses: {config.NO_WITNESS} "
+        "(eth1: no address in witnesses is on its VIP subnets)"
+    ]
+    assert "cannot tell silence from deafness" in warnings[0]
+
+
+def test_witness_plan_empty_list_is_an_explicit_no(
+    tmp_path: Path, gateways: dict[str, list[IP] | Exception]
+) -> None:
+    cfg = load(tmp_path, {"witnesses": []})
+    plan, warnings = config.witness_plan(cfg)
+    assert plan == {"eth0": ()}
+    assert warnings == [
+        f"{cfg.path}: witnesses: {config.NO_WITNESS} (eth0: witnesses = [] disables them)"
+    ]
+    assert gateways == {}  # an explicit list never looks at routes
+
+
+def test_witness_plan_defaults_to_the_gateway_on_the_vip_lan(
+    tmp_path: Path, gateways: dict[str, list[IP] | Exception]
+) -> None:
+    gateways["eth0"] = [IP("10.0.0.1"), IP("198.18.0.254")]
+    gateways["eth1"] = [IP("10.0.0.1")]  # a default route, but not on the VIP's LAN
+    cfg = load(tmp_path, TWO_LANS)
+    plan, warnings = config.witness_plan(cfg)
+    assert plan == {"eth0": (IP("198.18.0.254"),), "eth1": ()}
+    assert warnings == [
+        f"{cfg.path}: witnesses: {config.NO_WITNESS} "
+        "(eth1: no default gateway through it on the VIP's subnet (198.18.4.0/24))"
+    ]
+
+
+def test_witness_plan_lookup_failure_is_a_warning(
+    tmp_path: Path, gateways: dict[str, list[IP] | Exception]
+) -> None:
+    gateways["eth0"] = OSError("netlink said no")
+    cfg = load(tmp_path, {"backend.type": "linux"})
+    plan, warnings = config.witness_plan(cfg)
+    assert plan == {"eth0": ()}
+    assert (
+        len(warnings) == 1 and "cannot look up its default gateway (netlink said no)" in warnings[0]
+    )
+
+
+def test_witness_plan_dry_run_has_no_lan_to_hear(
+    tmp_path: Path, gateways: dict[str, list[IP] | Exception]
+) -> None:
+    cfg = load(tmp_path, {"backend.type": "dry-run"})
+    assert config.witness_plan(cfg) == ({"eth0": ()}, [])
+    assert gateways == {}
+
+
+NS_PREFIX = "hvcfg"
+
+
+@pytest.mark.netns
+def test_interface_lookups_in_a_namespace(tmp_path: Path) -> None:
+    """The real pyroute2 lookups, inside a namespace this test builds and removes."""
+    import subprocess
+
+    ns = f"{NS_PREFIX}{os.getpid() % 100000}"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=30)
+
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=30)
+    try:
+        ip("link", "add", "hv0", "type", "veth", "peer", "name", "hv1")  # no dummy module here
+        ip("addr", "add", "198.18.7.1/24", "dev", "hv0")
+        ip("addr", "add", "198.18.8.1/24", "dev", "hv1")
+        ip("link", "set", "hv0", "up")
+        ip("link", "set", "hv1", "up")
+        ip("route", "add", "default", "via", "198.18.7.254", "dev", "hv0")
+        script = (
+            "import json, sys\n"
+            "from havip import config\n"
+            "print(json.dumps({n: [[str(a) for a in config.interface_addresses(n)],"
+            " [str(g) for g in config.default_gateways(n)]] for n in sys.argv[1:]}))\n"
+        )
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", script, "hv0", "hv1", "nope0"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        assert json.loads(out.stdout) == {
+            "hv0": [["198.18.7.1/24"], ["198.18.7.254"]],
+            "hv1": [["198.18.8.1/24"], []],
+            "nope0": [[], []],
+        }
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)

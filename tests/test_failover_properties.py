@@ -26,7 +26,6 @@ from havip.core.failover import (
     FailoverTiming,
     PeerDown,
     PeerInfo,
-    PeerQuiet,
     PeerResigned,
     PeerUp,
     Probe,
@@ -46,7 +45,14 @@ from havip.core.session import LocalStatus, PeerStatus
 from havip.core.states import LinkDown, State
 
 S = State
-TIMING = FailoverTiming(retry_interval=1.0, startup_wait=3.0, preempt_delay=10.0, fault_retry=5.0)
+TIMING = FailoverTiming(
+    retry_interval=1.0,
+    startup_wait=3.0,
+    preempt_delay=10.0,
+    fault_retry=5.0,
+    probe_window=0.1,
+    blip_guard=0.1,
+)
 MAC = "02:00:00:00:00:99"
 
 # The same examples every run, so a failure is reproducible.
@@ -92,7 +98,8 @@ class Scenario:
 
 
 def _status(state: State, owns: bool | None, epoch: int) -> PeerStatus:
-    return PeerStatus(state=state, owns=state is S.ACTIVE if owns is None else owns, epoch=epoch)
+    owns = state is S.ACTIVE if owns is None else owns
+    return PeerStatus(state=state, owns=owns, epoch=epoch, eligible=True)
 
 
 # Mostly consistent statuses (owns exactly when ACTIVE), sometimes odd ones.
@@ -110,11 +117,10 @@ delays = st.one_of(
 specs: st.SearchStrategy[Spec] = st.one_of(
     st.builds(TickAt, extra=st.sampled_from([0.0, 0.0, 0.01, 0.7, 2.0])),
     st.builds(TickAt, extra=st.sampled_from([0.0, 0.3])),
-    st.builds(PeerUp, status=statuses),
+    st.builds(PeerUp, status=statuses, mac=st.just(MAC)),
     st.builds(PeerInfo, status=statuses),
     st.builds(PeerInfo, status=statuses),
     st.builds(PeerDown, reason=st.sampled_from(list(LinkDown))),
-    st.builds(PeerQuiet),
     st.builds(
         ProbeResult,
         last=st.just(True),
@@ -154,6 +160,7 @@ class Checker:
     last_ownership: type | None = None
     stopped: bool = False
     early_silent: bool = False
+    stored_epoch: int = 0  # the epoch the daemon started with
     broken: dict[str, str] = field(default_factory=dict)
 
     def fail(self, invariant: str, why: str) -> None:
@@ -176,7 +183,8 @@ class Checker:
             isinstance(event, ProbeDone)
             and event.answered_by is None
             and probe_before is not None
-            and probe_before.purpose is ProbePurpose.EARLY
+            and probe_before.purpose is not ProbePurpose.TAKEOVER  # (no early probe any more)
+            and probe_before.purpose is not ProbePurpose.CONFLICT
             and event.probe_id == probe_before.probe_id
             and before is S.STANDBY
             and self.peer is not None
@@ -190,7 +198,9 @@ class Checker:
         elif isinstance(event, PeerResigned):
             self.seen_epoch = max(self.seen_epoch, event.epoch)
             if self.peer is not None:  # RESIGN says: I removed the VIP
-                self.peer = PeerStatus(state=self.peer.state, owns=False, epoch=self.peer.epoch)
+                self.peer = PeerStatus(
+                    state=self.peer.state, owns=False, epoch=self.peer.epoch, eligible=True
+                )
         try:
             actions = self.fo.handle(event, now)
         except Exception as exc:  # TransitionError above all
@@ -260,6 +270,15 @@ class Checker:
         probe_before: Probe | None,
         where: str,
     ) -> None:
+        resume = (  # a restarted daemon keeps the VIP it still holds (issue 5 part 6)
+            isinstance(event, PeerUp | PeerInfo)
+            and before is S.INIT
+            and self.held
+            and not event.status.owns
+            and action.epoch == self.stored_epoch >= self.seen_epoch
+        )
+        if resume:
+            return
         if action.epoch <= self.seen_epoch:
             self.fail("epoch_above_all_seen", f"{where}: epoch {action.epoch} <= {self.seen_epoch}")
         self.seen_epoch = max(self.seen_epoch, action.epoch)
@@ -274,7 +293,7 @@ class Checker:
             and event.answered_by is None
             and probe_before is not None
             # An early probe still out when the peer is lost becomes the takeover probe.
-            and probe_before.purpose in (ProbePurpose.TAKEOVER, ProbePurpose.EARLY)
+            and probe_before.purpose is ProbePurpose.TAKEOVER
             and event.probe_id == probe_before.probe_id
         )
         # The peer went quiet, an early probe found the VIP silent, then the peer was lost.
@@ -300,7 +319,9 @@ class Checker:
 def run_scenario(sc: Scenario) -> dict[str, str]:
     """Play `sc` against a fresh machine; the invariants it broke, with the first example."""
     fo = Failover(is_primary=sc.primary, preempt=sc.preempt, timing=TIMING, epoch=sc.epoch, now=0)
-    check = Checker(fo=fo, primary=sc.primary, seen_epoch=sc.epoch, held=sc.present)
+    check = Checker(
+        fo=fo, primary=sc.primary, seen_epoch=sc.epoch, held=sc.present, stored_epoch=sc.epoch
+    )
     now = 0.0
     check.feed(Start(present=sc.present), now)
     for index, (delay, spec) in enumerate(sc.steps):
@@ -316,7 +337,7 @@ def run_scenario(sc: Scenario) -> dict[str, str]:
             probe_id = spec.probe_id
             if spec.last and check.last_probe is not None:
                 probe_id = check.last_probe.probe_id
-            event = ProbeDone(probe_id=probe_id, answered_by=spec.answered_by)
+            event = ProbeDone(probe_id=probe_id, answered_by=spec.answered_by, witness=None)
         else:
             now += delay
             event = spec
@@ -325,7 +346,7 @@ def run_scenario(sc: Scenario) -> dict[str, str]:
 
 
 def _standby(epoch: int = 1) -> PeerInfo:
-    return PeerInfo(status=PeerStatus(state=S.STANDBY, owns=False, epoch=epoch))
+    return PeerInfo(status=PeerStatus(state=S.STANDBY, owns=False, epoch=epoch, eligible=True))
 
 
 _SILENT = ProbeResult(last=True, probe_id=0, answered_by=None)
@@ -341,7 +362,10 @@ EPOCH_EXAMPLE = Scenario(
     steps=(
         (0.0, TickAt(0.0)),  # startup wait over: probe
         (0.1, _SILENT),  # ACTIVE, epoch 1
-        (1.0, PeerUp(status=PeerStatus(state=S.FAULT, owns=False, epoch=7))),
+        (
+            1.0,
+            PeerUp(status=PeerStatus(state=S.FAULT, owns=False, epoch=7, eligible=True), mac=MAC),
+        ),
         (1.0, _DOWN),  # conflict probe
         (0.1, _ANSWERED),  # released; retry later
         (0.0, TickAt(0.0)),  # takeover probe
@@ -356,7 +380,7 @@ TIMER_EXAMPLE = Scenario(
     steps=(
         (0.0, TickAt(0.0)),
         (0.1, _SILENT),  # ACTIVE
-        (1.0, PeerUp(status=PeerStatus(state=S.STANDBY, owns=False, epoch=1))),  # preempt armed
+        (1.0, PeerUp(status=_status(S.STANDBY, False, 1), mac=MAC)),  # preempt armed
         (1.0, BackendFailed(op="add", error="EPERM")),  # FAULT; the preemption timer stays
         (0.0, TickAt(0.0)),  # fault cleared
         (0.0, TickAt(0.0)),  # the stale preemption timer: due, and due forever
@@ -401,7 +425,7 @@ def test_next_timer_never_in_the_past(sc: Scenario) -> None:
 def test_checker_catches_a_broken_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """The checker itself: a machine that ignores the peer's ownership is caught."""
     monkeypatch.setattr(Failover, "_candidate", lambda self: True)
-    owner = PeerUp(status=PeerStatus(state=S.ACTIVE, owns=True, epoch=3))
+    owner = PeerUp(status=_status(S.ACTIVE, True, 3), mac=MAC)
     sc = Scenario(
         primary=False,
         preempt=False,
@@ -417,7 +441,12 @@ def test_checker_catches_a_broken_machine(monkeypatch: pytest.MonkeyPatch) -> No
 # ---- part 2: two nodes, a fake link and a fake LAN -----------------------------------------------
 
 SIM_TIMING = FailoverTiming(
-    retry_interval=0.5, startup_wait=1.0, preempt_delay=2.0, fault_retry=2.0
+    retry_interval=0.5,
+    startup_wait=1.0,
+    preempt_delay=2.0,
+    fault_retry=2.0,
+    probe_window=0.05,
+    blip_guard=0.1,
 )
 STEP = 0.05  # simulated time per step
 INTERVAL = 0.1  # keepalive interval
@@ -426,7 +455,9 @@ SETTLE_STEPS = 240  # 12 s with everything healthy
 
 
 def _peer_view(status: LocalStatus) -> PeerStatus:
-    return PeerStatus(state=status.state, owns=status.owns, epoch=status.epoch)
+    return PeerStatus(
+        state=status.state, owns=status.owns, epoch=status.epoch, eligible=status.eligible
+    )
 
 
 @dataclass
@@ -503,7 +534,7 @@ class TwoNodes:
             # The probe takes no simulated time: the LAN answers iff the other node holds the
             # VIP and is powered (our own address never answers our own probe).
             answer = other.mac if other.held and other.powered else None
-            self.post(i, ProbeDone(probe_id=action.probe_id, answered_by=answer))
+            self.post(i, ProbeDone(probe_id=action.probe_id, answered_by=answer, witness=None))
         elif isinstance(action, SendResign) and self.linked():
             other.last_rx = self.now
             self.post(1 - i, PeerResigned(epoch=action.epoch))
@@ -557,8 +588,8 @@ class TwoNodes:
             for node in self.nodes:
                 node.conn, node.last_rx, node.next_send = True, now, now + INTERVAL
             hello_a, hello_b = a.fo.local_status(), b.fo.local_status()
-            self.post(0, PeerUp(status=_peer_view(hello_b)))
-            self.post(1, PeerUp(status=_peer_view(hello_a)))
+            self.post(0, PeerUp(status=_peer_view(hello_b), mac=b.mac))
+            self.post(1, PeerUp(status=_peer_view(hello_a), mac=a.mac))
             self.flush()
         for i, node in enumerate(self.nodes):
             if node.powered and node.conn and now >= node.next_send:

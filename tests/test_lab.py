@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -25,19 +26,22 @@ from havip.backends.arp import (
 from havip.lab.client import (
     ArpMode,
     Sample,
+    double_answer_ms,
     double_answers,
     first_answer_from,
     load_samples,
     max_outage_ms,
     outages,
+    owner_moves,
     parse_arp_answer,
     parse_sample,
 )
-from havip.lab.netns import VIP, Lab, process_running
+from havip.lab.netns import GATEWAY, VIP, Lab, LabError, process_running
 
 MAC1 = "02:00:00:00:00:01"
 MAC2 = "02:00:00:00:00:02"
 LABCLIENT = [sys.executable, "-m", "havip.lab.client"]
+FLOOD_ARGS = ["--conns", "4", "--duration", "0.5", "--gap", "0.02"]
 
 
 def _samples(pattern: str, *, interval: float = 0.01, t0: float = 1000.0) -> list[Sample]:
@@ -105,6 +109,21 @@ def test_double_answers_counts_rounds_with_two_macs() -> None:
     assert double_answers(_samples("11d2d.")) == 2
     repeated = [Sample(seq=0, t_send=1.0, answer="n1", t_answer=1.0, arp_macs=(MAC1, MAC1))]
     assert double_answers(repeated) == 0
+
+
+def test_double_answer_ms_counts_the_time_of_double_rounds() -> None:
+    assert double_answer_ms(_samples("11dd2d.")) == pytest.approx(30.0)
+    assert double_answer_ms(_samples("1111")) == 0.0
+    assert double_answer_ms(_samples("d")) == 0.0  # one round: no spacing to measure
+    assert double_answer_ms(_samples("1d")) == pytest.approx(10.0)  # the last counts the spacing
+
+
+def test_owner_moves_skips_outages_and_counts_each_change() -> None:
+    moves = owner_moves(_samples("11..22..2211"))
+    assert [(a, b) for _, a, b in moves] == [("n1", "n2"), ("n2", "n1")]
+    assert moves[0][0] == pytest.approx(1000.041)  # the answer time of the first n2 round
+    assert owner_moves(_samples("11...11")) == []
+    assert owner_moves(_samples("...")) == []
 
 
 def test_first_answer_from() -> None:
@@ -291,8 +310,78 @@ def test_client_rejects_bad_arguments(time_scale: float) -> None:
     assert "--interval: 0.0 is outside" in done.stderr
 
 
+def test_flood_holds_connections_and_reconnects_when_dropped(
+    tmp_path: Path, time_scale: float
+) -> None:
+    accepted: list[float] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.1)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        # Accepts and closes every connection at once: the flood must come straight back.
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            accepted.append(time.monotonic())
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        done = subprocess.run(
+            [*LABCLIENT, "flood", "--to", "127.0.0.1", "--port", str(port), *FLOOD_ARGS],
+            capture_output=True,
+            text=True,
+            timeout=30 * time_scale,
+            check=False,
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ready"
+    stats = dict(
+        kv.split("=") for kv in done.stderr.split("labclient flood:")[1].split() if "=" in kv
+    )
+    assert int(stats["closed_by_server"]) >= 4
+    assert int(stats["attempts"]) > 4  # reconnected after being dropped
+    assert len(accepted) >= int(stats["closed_by_server"])
+
+
+def test_flood_rejects_too_many_connections(time_scale: float) -> None:
+    done = subprocess.run(
+        [*LABCLIENT, "flood", "--to", "127.0.0.1", "--port", "1", "--conns", "5000"],
+        capture_output=True,
+        text=True,
+        timeout=30 * time_scale,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--conns" in done.stderr
+
+
 def test_lab_names_are_checked_and_short() -> None:
     lab = Lab()
+    assert lab.ns_name("rogue").startswith(lab.prefix)
+    assert all(len(lab.port_name(n)) <= 15 for n in ("rogue",))
+    assert all(len(lab.hb_port_name(n)) <= 15 for n in ("n1", "n2"))
+    with pytest.raises(ValueError, match="no heartbeat port for 'client'"):
+        lab.hb_port_name("client")
+    with pytest.raises(ValueError, match="'sideways' is not a valid Isolation"):
+        lab.isolate("n2", "sideways")
+    with pytest.raises(ValueError, match="src and dst are both"):
+        lab.one_way_loss("n1", "n1")
+    with pytest.raises(ValueError, match="times=0"):
+        lab.blip("n1", 0.1, times=0)
+    with pytest.raises(LabError, match="no rogue host"):
+        lab.rogue_hold()
     assert lab.ns_name("n1").startswith(lab.prefix)
     assert len({lab.ns_name(n) for n in ("lan", "n1", "n2", "client")}) == 4
     assert all(len(lab.port_name(n)) <= 15 for n in ("n1", "n2", "client"))
@@ -499,3 +588,177 @@ def test_remove_stale_clears_labs_of_killed_owners_only(lab: Lab, time_scale: fl
     _wait_for(
         "the orphaned echo to die", lambda: not process_running(int(echo_pid)), 5 * time_scale
     )
+
+
+# ----------------------------------------------------------------------------- grown lab: faults
+
+
+def _neigh_learned(lab: Lab, node: str, ip: str, mac: str, time_scale: float) -> None:
+    _wait_for(f"{node} learns {ip} at {mac}", lambda: lab.neigh(node, ip) == mac, 5 * time_scale)
+
+
+@pytest.mark.netns
+def test_gateway_is_the_witness_and_survives_a_link_bounce(lab: Lab, time_scale: float) -> None:
+    for node in ("n1", "n2"):
+        assert lab.default_route(node) == GATEWAY
+        # The gateway answers ARP: a datagram to it resolves its MAC (the client's).
+        _reaches(lab, node, GATEWAY, 0.3)
+        assert lab.neigh(node, GATEWAY) == lab.mac("client")
+    lab.link_down("n1")
+    assert lab.default_route("n1") is None  # going down flushed it ...
+    lab.link_up("n1")
+    assert lab.default_route("n1") == GATEWAY  # ... and link_up put it back
+
+
+@pytest.mark.netns
+def test_isolate_by_drop_keeps_carrier_and_cuts_every_frame(lab: Lab, time_scale: float) -> None:
+    lab.start_echo("n1")
+    lab.start_echo("n2")
+    n2, ok = Lab.address("n2"), 5 * time_scale
+    assert _reaches(lab, "client", n2, ok)
+    lab.isolate("n2", "drop")
+    lab.flush_neigh("n2")
+    assert lab.carrier("n2")
+    assert not _reaches(lab, "client", n2, 0.3)
+    assert not _reaches(lab, "n1", n2, 0.3)
+    _reaches(lab, "n2", GATEWAY, 0.3)
+    assert lab.neigh("n2", GATEWAY) is None  # not even ARP gets out: no witness answers
+    assert _reaches(lab, "client", Lab.address("n1"), ok)  # n1 is not affected
+    lab.unisolate("n2")
+    assert _reaches(lab, "client", n2, ok)
+    assert "drop" not in lab.ruleset()
+
+
+@pytest.mark.netns
+def test_isolate_by_carrier_leaves_the_interface_admin_up(lab: Lab, time_scale: float) -> None:
+    lab.start_echo("n2")
+    n2 = Lab.address("n2")
+    lab.isolate("n2", "carrier")
+    assert not lab.carrier("n2")
+    assert lab.admin_up("n2")
+    assert not _reaches(lab, "client", n2, 0.3)
+    lab.unisolate("n2")
+    _wait_for("n2's carrier", lambda: lab.carrier("n2"), 5 * time_scale)
+    _wait_for("n2 answers", lambda: _reaches(lab, "client", n2, 1.0), 10 * time_scale, step=0.0)
+
+
+@pytest.mark.netns
+def test_one_way_loss_drops_one_direction_only(lab: Lab, time_scale: float) -> None:
+    lab.start_echo("n1")
+    n1, n2 = Lab.address("n1"), Lab.address("n2")
+    lab.one_way_loss("n1", "n2")
+    lab.flush_neigh("n1")
+    lab.flush_neigh("n2")
+    # n2's broadcast ARP request reaches n1 (n2 -> n1 passes), n1's reply does not come back.
+    assert not _reaches(lab, "n2", n1, 0.3)
+    _neigh_learned(lab, "n1", n2, lab.mac("n2"), time_scale)
+    assert lab.neigh("n2", n1) is None
+    assert _reaches(lab, "client", n1, 5 * time_scale)
+    lab.clear_one_way_loss()
+    assert _reaches(lab, "n2", n1, 5 * time_scale)
+
+
+@pytest.mark.netns
+def test_blip_drops_carrier_for_a_while_and_always_restores_it(lab: Lab, time_scale: float) -> None:
+    seen: list[bool] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.append(lab.carrier("n1"))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        blips = lab.blip("n1", 0.3, times=2, gap=0.3)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert len(blips) == 2
+    assert all(up - down >= 0.3 for down, up in blips)
+    assert blips[1][0] - blips[0][1] >= 0.3
+    assert False in seen  # the watcher saw the carrier gone ...
+    _wait_for("n1's carrier", lambda: lab.carrier("n1"), 5 * time_scale)  # ... and it is back
+    assert lab.admin_up("n1")
+
+
+@pytest.mark.netns
+def test_heartbeat_net_survives_vip_link_faults(time_scale: float) -> None:
+    with Lab(heartbeat_net=True) as lab:
+        lab.start_echo("n1")
+        lab.start_echo("n2")
+        hb1, hb2, ok = Lab.hb_address("n1"), Lab.hb_address("n2"), 5 * time_scale
+        assert _reaches(lab, "n2", hb1, ok)
+        lab.partition_l2()  # eth0 between n1 and n2 cut: eth1 is a separate bridge
+        assert _reaches(lab, "n2", hb1, ok)
+        assert not _reaches(lab, "n2", Lab.address("n1"), 0.3)
+        lab.heal_l2()
+        for how in ("admin", "carrier"):
+            lab.vip_link_down("n1", how)
+            assert not lab.carrier("n1")
+            assert lab.admin_up("n1") == (how == "carrier")
+            assert not _reaches(lab, "client", Lab.address("n1"), 0.3)
+            assert _reaches(lab, "n1", hb2, ok)
+            lab.vip_link_up("n1")
+            _wait_for("n1's carrier", lambda: lab.carrier("n1"), 5 * time_scale)
+            assert lab.default_route("n1") == GATEWAY
+        with pytest.raises(ValueError, match="vip_link_down"):
+            lab.vip_link_down("n1", "drop")
+
+
+@pytest.mark.netns
+def test_rogue_holds_the_vip_and_forges_gratuitous_arp(time_scale: float) -> None:
+    with Lab(rogue=True) as lab:
+        lab.start_echo("rogue")
+        lab.rogue_hold()
+        assert _reaches(lab, "client", VIP, 5 * time_scale)
+        assert lab.neigh("client", VIP) == lab.mac("rogue")
+        forged = "02:66:66:66:66:66"
+        lab.rogue_garp(mac=forged, count=2, gap=0.01)
+        _neigh_learned(lab, "client", VIP, forged, time_scale)
+        lab.rogue_release()
+        lab.flush_neigh("client")
+        assert not _reaches(lab, "client", VIP, 0.3)
+
+
+@pytest.mark.netns
+def test_two_owners_are_seen_by_the_clients_detector(
+    lab: Lab, tmp_path: Path, time_scale: float
+) -> None:
+    """Issue 9 part 2: the VIP on both nodes on purpose, and the detector counts it."""
+    lab.start_echo("n1")
+    lab.start_echo("n2")
+    lab.add_address("n1")
+    single = _probe_passive(lab, tmp_path / "single.jsonl", 0.5, time_scale)
+    assert double_answers(single) == 0  # control: one owner, no double answers
+    lab.add_address("n2")
+    both = _probe_passive(lab, tmp_path / "both.jsonl", 0.5, time_scale)
+    assert double_answers(both) >= len(both) // 2, both
+    assert double_answer_ms(both) > 0
+    assert {m for s in both for m in s.arp_macs} == {lab.mac("n1"), lab.mac("n2")}
+
+
+def _probe_passive(lab: Lab, out: Path, duration: float, time_scale: float) -> list[Sample]:
+    client = lab.start_client(out, duration=duration, arp_mode=ArpMode.PASSIVE)
+    assert client.wait(timeout=duration + 10 * time_scale) == 0
+    return load_samples(out)
+
+
+@pytest.mark.netns
+def test_remove_and_restore_the_vip_link(lab: Lab, time_scale: float) -> None:
+    lab.start_echo("n1")
+    old_mac = lab.mac("n1")
+    lab.remove_vip_link("n1")
+    gone = subprocess.run(
+        ["ip", "-n", lab.ns_name("n1"), "link", "show", "dev", "eth0"],
+        capture_output=True,
+        check=False,
+    )
+    assert gone.returncode != 0  # the interface is missing
+    assert lab.mac("n1") == old_mac  # still known: clients may point at it
+    assert not _reaches(lab, "client", Lab.address("n1"), 0.3)
+    lab.restore_vip_link("n1")
+    assert lab.carrier("n1")
+    assert lab.default_route("n1") == GATEWAY
+    assert lab.mac("n1") != old_mac  # a new interface, a new MAC
+    assert _reaches(lab, "client", Lab.address("n1"), 5 * time_scale)

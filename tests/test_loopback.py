@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 import trustme
+from flood import STRANGER, flood
 
 from havip import pki
 from havip.backends.dryrun import DryRunBackend
 from havip.config import Config, Timing, TlsFiles, Vip
 from havip.core.session import LocalStatus, PeerSession
 from havip.core.states import State
-from havip.core.wire import FrameDecoder, Hello, Keepalive, encode
+from havip.core.wire import Close, ErrorKind, FrameDecoder, Hello, Keepalive, encode
 from havip.shell.daemon import Daemon
-from havip.shell.transport import MAX_PENDING_HANDSHAKES
 
 SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
 TIMING = Timing(
@@ -41,6 +41,10 @@ TIMING = Timing(
     preempt_delay=0.2,
 )
 VIP = Vip(address=IPv4Interface("198.18.0.100/24"), interface="lo")
+MAC = b"\x02\x00\x00\x00\x00\x02"
+# Long enough for a failback after preempt_delay (test_sigterm_hands_over_then_primary_fails_back
+# shows one happens within it: the positive control for the "nothing moved" window below).
+FAILBACK_WINDOW = 10 * TIMING.preempt_delay * SCALE
 
 
 def _free_port() -> int:
@@ -122,6 +126,7 @@ def _config(
         lan_dir=tmp / "lan",
         metrics_listen=None,
         state_dir=tmp / "state",
+        control_socket=tmp / "run" / f"{node}.sock",
     )
 
 
@@ -164,8 +169,7 @@ class Node:
             server.close()
         for task in list(self.d._tasks):
             task.cancel()
-        if self.d.link is not None:
-            self.d.link.conn.abort()
+        self.d.link.abort()
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
 
@@ -230,7 +234,11 @@ def test_sigterm_hands_over_then_primary_fails_back(certs: Certs, tmp_path: Path
             assert n2.holds() and n2.d.failover.epoch == 2
             n1b = await Node(n1.cfg).start()
             try:
+                await until(lambda: n1b.d.link.up, "n1 back and linked")
+                start = asyncio.get_running_loop().time()
                 await until(lambda: n1b.holds() and not n2.holds(), "failback to the primary")
+                # Positive control for test_no_failback_without_preempt's quiet window.
+                assert asyncio.get_running_loop().time() - start < FAILBACK_WINDOW
                 assert n2.state is State.STANDBY and not n2.holds()
                 assert n1b.d.failover.epoch == 3
             finally:
@@ -247,11 +255,14 @@ def test_no_failback_without_preempt(certs: Certs, tmp_path: Path) -> None:
             await until(lambda: n2.state is State.ACTIVE, "n2 takes over")
             n1b = await Node(n1.cfg).start()
             try:
-                await until(
-                    lambda: n1b.state is State.STANDBY and n1b.d.link is not None, "n1 back"
-                )
-                await asyncio.sleep(3 * TIMING.preempt_delay)
-                assert n2.state is State.ACTIVE and n1b.state is State.STANDBY
+                await until(lambda: n1b.state is State.STANDBY and n1b.d.link.up, "n1 back")
+                # A window in which a preempting primary does fail back (see the test above),
+                # scaled like every other wait; watched throughout, not only at its end.
+                deadline = asyncio.get_running_loop().time() + FAILBACK_WINDOW
+                while asyncio.get_running_loop().time() < deadline:
+                    assert n2.state is State.ACTIVE and n1b.state is State.STANDBY
+                    assert n2.holds() and not n1b.holds()
+                    await asyncio.sleep(0.02)
             finally:
                 await n1b.crash()
 
@@ -358,26 +369,34 @@ def test_bad_input_is_rejected_counted_and_daemon_keeps_serving(
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.write(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(300))
                 await writer.drain()
-                await _read_one(reader)
+                # Not TLS: dropped unanswered, with a reset (no TIME_WAIT left by a flood).
+                with pytest.raises(ConnectionResetError):
+                    await _read_one(reader)
                 writer.close()
                 label = ("havip_peer_rejected_total", {"reason": "tls_handshake"})
-            elif kind in ("other_ca", "wrong_name", "expired"):
+            elif kind == "wrong_name":
+                # Our CA signed it, so n1 tells it why before it hangs up.
+                ctx = _client_ctx(certs.ca, *certs.files["n3"])
+                reader, writer = await _tls_client(port, ctx)
+                (msg,) = FrameDecoder().feed(await _read_one(reader))
+                assert isinstance(msg, Close) and msg.kind is ErrorKind.CONFIG_MISMATCH
+                assert "['n3']" in msg.detail
+                assert await _read_one(reader) == b""
+                writer.close()
+                label = ("havip_peer_rejected_total", {"reason": "wrong_peer_name"})
+            elif kind in ("other_ca", "expired"):
                 if kind == "other_ca":
                     foreign = _trustme_certs(tmp_path / "foreign")
                     ctx = _client_ctx(certs.ca, *foreign.files["n2"])
                     label = ("havip_peer_rejected_total", {"reason": "tls_handshake"})
-                elif kind == "wrong_name":
-                    ctx = _client_ctx(certs.ca, *certs.files["n3"])
-                    label = ("havip_peer_rejected_total", {"reason": "wrong_peer_name"})
                 else:
                     ctx = _client_ctx(certs.ca, *certs.files["expired-n2"])
                     label = ("havip_peer_rejected_total", {"reason": "tls_handshake"})
-                # TLS 1.3: the client learns of its rejection on its first read.
-                with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
-                    reader, writer = await _tls_client(port, ctx)
-                    data = await _read_one(reader)
-                    if not data:
-                        raise ConnectionError("closed")
+                # TLS 1.3: the client learns of its rejection on its first read: the alert.
+                reader, writer = await _tls_client(port, ctx)
+                with pytest.raises(ssl.SSLError, match="alert"):
+                    await _read_one(reader)
+                writer.close()
             else:
                 reader, writer = await _tls_client(port, _client_ctx(certs.ca, *certs.files["n2"]))
                 await _read_one(reader)  # n1's HELLO
@@ -388,14 +407,19 @@ def test_bad_input_is_rejected_counted_and_daemon_keeps_serving(
                     writer.write(struct.pack("!I", 3) + b"\x63ab")
                     label = ("havip_protocol_errors_total", {"kind": "unknown_type"})
                 elif kind == "huge_epoch":
-                    st = LocalStatus(state=State.ACTIVE, owns=True, epoch=2**64 - 1)
-                    writer.write(encode(_n2_session().hello(st)))
+                    st = LocalStatus(state=State.ACTIVE, owns=True, epoch=0, eligible=True)
+                    # Past MAX_EPOCH: encode() refuses to send it, so patch it into the frame
+                    # (after length, type, version, preempt, state, owns, eligible).
+                    frame = bytearray(encode(_n2_session().hello(st, MAC)))
+                    frame[11:19] = (2**64 - 1).to_bytes(8, "big")
+                    writer.write(bytes(frame))
                     label = ("havip_protocol_errors_total", {"kind": "malformed"})
                 else:
                     session = _n2_session()
-                    st = LocalStatus(state=State.STANDBY, owns=False, epoch=0)
+                    st = LocalStatus(state=State.STANDBY, owns=False, epoch=0, eligible=True)
                     ka = session.keepalive(st, 0)
-                    writer.write(encode(session.hello(st)) + encode(ka) + encode(replace(ka)))
+                    hello = session.hello(st, MAC)
+                    writer.write(encode(hello) + encode(ka) + encode(replace(ka)))
                     label = ("havip_protocol_errors_total", {"kind": "out_of_order"})
                 await writer.drain()
                 await _read_one(reader)  # n1 closes on us (perhaps after one last keepalive)
@@ -403,7 +427,9 @@ def test_bad_input_is_rejected_counted_and_daemon_keeps_serving(
             await until(lambda: n1.sample(*label) >= 1, f"{label} counted")
             assert await _legit_hello(port, certs)
             assert n1.task is not None and not n1.task.done()
-            assert n1.state is State.ACTIVE
+            # Bad input changes nothing: no fault, no stop (a lone primary's own state is the
+            # failover machine's business, tested elsewhere).
+            assert n1.state not in (State.FAULT, State.STOPPED)
         finally:
             await n1.crash()
 
@@ -430,7 +456,7 @@ def test_standby_refuses_a_server_with_the_wrong_name(certs: Certs, tmp_path: Pa
                 lambda: n2.sample("havip_peer_rejected_total", {"reason": "wrong_peer_name"}) >= 1,
                 "wrong name counted",
             )
-            assert n2.d.link is None
+            assert not n2.d.link.up
         finally:
             await n2.crash()
             server.close()
@@ -439,39 +465,42 @@ def test_standby_refuses_a_server_with_the_wrong_name(certs: Certs, tmp_path: Pa
 
 
 def test_keepalive_decoder_accepts_what_daemon_sends() -> None:
-    ka = Keepalive(seq=1, state=State.ACTIVE, owns=True, epoch=1, sent_us=5)
+    ka = Keepalive(seq=1, state=State.ACTIVE, owns=True, eligible=True, epoch=1, sent_us=5)
     assert FrameDecoder().feed(encode(ka)) == [ka]
 
 
-def test_a_flood_of_half_open_connections_is_bounded_and_the_peer_gets_in_after(
+def test_a_restarted_standby_gets_in_within_a_second_under_a_flood(
     certs: Certs, tmp_path: Path
 ) -> None:
-    """More silent TCP connections than MAX_PENDING_HANDSHAKES: the extra ones are dropped at
-    once and counted as `busy`; once the flood ends the real standby connects as usual."""
+    """64 silent clients from another address reconnect as soon as they are dropped, while the
+    standby crashes and restarts: it relinks within about a second (issue 5, part 11). Every
+    flooder is refused and counted; how many as `busy` and how many as `timeout` depends on the
+    machine's speed (each refusal frees a slot for the next), so only their sum is bounded."""
 
     async def body() -> None:
-        port = _free_port()
-        timing = replace(TIMING, handshake_timeout=1.0 * SCALE)
-        n1 = await Node(_config("n1", certs, tmp_path, port, timing=timing)).start()
-        flood: list[asyncio.StreamWriter] = []
-        try:
-            await until(lambda: n1.state is not State.INIT, "n1 decided")
-            for _ in range(MAX_PENDING_HANDSHAKES + 5):
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                flood.append(writer)
+        async with pair(certs, tmp_path) as (n1, n2):
+            await until(lambda: n1.holds() and n2.state is State.STANDBY, "settled")
             busy = ("havip_peer_rejected_total", {"reason": "busy"})
-            await until(lambda: n1.sample(*busy) >= 5, "the extra connections refused")
-            assert n1.sample(*busy) == 5
-            for writer in flood:
-                writer.close()
-            n2 = await Node(_config("n2", certs, tmp_path, port, timing=timing)).start()
-            try:
-                await until(lambda: n1.sample("havip_peer_connected") == 1, "n2 connects")
-            finally:
+            timeout = ("havip_peer_rejected_total", {"reason": "timeout"})
+
+            def refused() -> float:
+                return n1.sample(*busy) + n1.sample(*timeout)
+
+            async with flood(n1.cfg.listen[1]):
+                await until(lambda: refused() >= 64, "the flood under way")
                 await n2.crash()
-        finally:
-            for writer in flood:
-                writer.close()
-            await n1.crash()
+                await until(lambda: not n1.d.link.up, "n1 saw the standby go")
+                n2b = await Node(n2.cfg).start()
+                try:
+                    start = asyncio.get_running_loop().time()
+                    await until(lambda: n1.d.link.up and n2b.d.link.up, "relinked", 1.5)
+                    took = asyncio.get_running_loop().time() - start
+                    print(f"standby relinked {took:.3f}s after its restart, under the flood")
+                    assert n1.holds() and not n2b.holds()
+                    assert n1.sample("havip_peer_connections_total") >= 2
+                finally:
+                    await n2b.crash()
+            # The flooders (from STRANGER, not the peer's address) were refused all along.
+            assert n1.cfg.peer_address[0] != STRANGER and refused() >= 64
 
     run(body())

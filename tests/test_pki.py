@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from havip.config import TlsFiles
 from havip.pki import (
     CertInfo,
     NodeSpec,
@@ -32,6 +33,7 @@ from havip.pki import (
     show,
     verify_node_files,
 )
+from havip.shell.transport import client_context, server_context
 
 SCALE = float(os.environ.get("HAVIP_TEST_TIME_SCALE", "1"))
 N1 = NodeSpec(name="n1", address=ipaddress.ip_address("198.18.0.1"))
@@ -294,15 +296,8 @@ class Side:
     key: Path
 
 
-def _context(purpose: int, side: Side) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(purpose)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    # Python 3.13's defaults, so certificates that pass here pass there too.
-    ctx.verify_flags |= ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
-    ctx.load_verify_locations(cafile=side.ca)
-    ctx.load_cert_chain(side.cert, side.key)
-    return ctx
+def _files(side: Side) -> TlsFiles:
+    return TlsFiles(ca=side.ca, cert=side.cert, key=side.key)
 
 
 @dataclass(kw_only=True)
@@ -314,9 +309,10 @@ class Outcome:
 
 
 def _handshake(server: Side, client: Side, server_hostname: str) -> Outcome:
-    """One TLS 1.3 mutual-auth exchange over a socketpair; the server speaks first."""
-    server_ctx = _context(ssl.PROTOCOL_TLS_SERVER, server)
-    client_ctx = _context(ssl.PROTOCOL_TLS_CLIENT, client)
+    """One TLS 1.3 mutual-auth exchange over a socketpair, with the daemon's own contexts (those
+    that `havip run` builds from the same files); the server speaks first."""
+    server_ctx = server_context(_files(server))
+    client_ctx = client_context(_files(client))
     outcome = Outcome()
     s_sock, c_sock = socket.socketpair()
     for sock in (s_sock, c_sock):

@@ -9,15 +9,18 @@ import pytest
 from havip.core.session import (
     MAX_EPOCH,
     LocalStatus,
+    PeerClosing,
     PeerHello,
     PeerResign,
     PeerSession,
     PeerStatus,
     PeerUpdate,
+    format_mac,
 )
 from havip.core.states import State
 from havip.core.wire import (
     PROTOCOL_VERSION,
+    Close,
     ErrorKind,
     FrameDecoder,
     Hello,
@@ -32,7 +35,9 @@ INTERVAL = 0.2
 DEAD = 1.0
 T0 = 100.0
 PEER_BOOT = b"\xaa" * 16
-STANDBY = LocalStatus(state=State.STANDBY, owns=False, epoch=4)
+PEER_MAC = bytes.fromhex("0200c0ffee01")
+OUR_MAC = bytes.fromhex("0200c0ffee02")
+STANDBY = LocalStatus(state=State.STANDBY, owns=False, epoch=4, eligible=True)
 
 
 def session(*, now: float = T0, preempt: bool = True) -> PeerSession:
@@ -59,12 +64,16 @@ def peer_hello(**changes: object) -> Hello:
         state=State.ACTIVE,
         owns=True,
         epoch=9,
+        eligible=True,
+        mac=PEER_MAC,
     )
     return replace(hello, **changes)  # type: ignore[arg-type]
 
 
 def ka(seq: int, **changes: object) -> Keepalive:
-    msg = Keepalive(seq=seq, state=State.ACTIVE, owns=True, epoch=9, sent_us=5_000_000)
+    msg = Keepalive(
+        seq=seq, state=State.ACTIVE, owns=True, eligible=True, epoch=9, sent_us=5_000_000
+    )
     return replace(msg, **changes)  # type: ignore[arg-type]
 
 
@@ -77,8 +86,10 @@ def established(now: float = T0) -> PeerSession:
 # ---- HELLO ------------------------------------------------------------------------------------
 
 
-def test_our_hello() -> None:
-    hello = session().hello(LocalStatus(state=State.INIT, owns=False, epoch=3))
+@pytest.mark.parametrize("eligible", [True, False])
+def test_our_hello(eligible: bool) -> None:
+    status = LocalStatus(state=State.INIT, owns=False, epoch=3, eligible=eligible)
+    hello = session().hello(status, OUR_MAC)
     assert hello == Hello(
         version=PROTOCOL_VERSION,
         node="n1",
@@ -88,7 +99,15 @@ def test_our_hello() -> None:
         state=State.INIT,
         owns=False,
         epoch=3,
+        eligible=eligible,
+        mac=OUR_MAC,
     )
+
+
+@pytest.mark.parametrize("size", [0, 5, 7])
+def test_our_hello_needs_a_six_byte_mac(size: int) -> None:
+    with pytest.raises(ValueError, match="6 bytes"):
+        session().hello(STANDBY, bytes(size))
 
 
 def test_valid_hello_is_accepted() -> None:
@@ -97,18 +116,36 @@ def test_valid_hello_is_accepted() -> None:
     assert s.peer_boot_id is None
     ev = s.receive(peer_hello(), T0 + 0.3)
     assert ev == PeerHello(
-        status=PeerStatus(state=State.ACTIVE, owns=True, epoch=9), boot_id=PEER_BOOT
+        status=PeerStatus(state=State.ACTIVE, owns=True, epoch=9, eligible=True),
+        boot_id=PEER_BOOT,
+        mac="02:00:c0:ff:ee:01",
     )
     assert s.established
     assert s.peer_boot_id == PEER_BOOT
     assert s.deadline == pytest.approx(T0 + 0.3 + DEAD)
 
 
+def test_hello_carries_eligibility_and_an_unknown_mac() -> None:
+    ev = session().receive(peer_hello(eligible=False, mac=bytes(6), owns=False), T0)
+    assert isinstance(ev, PeerHello)
+    assert ev.status == PeerStatus(state=State.ACTIVE, owns=False, epoch=9, eligible=False)
+    assert ev.mac is None  # all zeros: the peer did not know its MAC
+
+
+def test_format_mac() -> None:
+    assert format_mac(bytes.fromhex("AABBCCDDEEFF")) == "aa:bb:cc:dd:ee:ff"
+    assert format_mac(bytes.fromhex("000000000001")) == "00:00:00:00:00:01"
+    assert format_mac(bytes(6)) is None
+    with pytest.raises(ValueError, match="6 bytes"):
+        format_mac(bytes(5))
+
+
 @pytest.mark.parametrize(
     ("changes", "kind", "words"),
     [
-        pytest.param({"version": 2}, ErrorKind.VERSION, "version 2", id="newer-version"),
-        pytest.param({"version": 0}, ErrorKind.VERSION, "version 0", id="older-version"),
+        pytest.param({"version": 3}, ErrorKind.VERSION, "version 3", id="newer-version"),
+        pytest.param({"version": 1}, ErrorKind.VERSION, "version 1", id="older-version"),
+        pytest.param({"mac": bytes(5)}, ErrorKind.MALFORMED, "mac", id="short-mac"),
         pytest.param({"node": "n3"}, ErrorKind.CONFIG_MISMATCH, "'n3'", id="wrong-node"),
         pytest.param({"node": "n1"}, ErrorKind.CONFIG_MISMATCH, "'n1'", id="node-is-us"),
         pytest.param({"primary": "n2"}, ErrorKind.CONFIG_MISMATCH, "primary", id="primary"),
@@ -186,11 +223,38 @@ def test_resign_shares_the_incoming_sequence() -> None:
     assert isinstance(s.receive(ka(5), T0 + 0.3), PeerUpdate)
 
 
-def test_update_carries_peer_status() -> None:
+@pytest.mark.parametrize("eligible", [True, False])
+def test_update_carries_peer_status(eligible: bool) -> None:
     s = established()
-    ev = s.receive(ka(1, state=State.FAULT, owns=False, epoch=11), T0 + 0.1)
+    ev = s.receive(ka(1, state=State.FAULT, owns=False, epoch=11, eligible=eligible), T0 + 0.1)
     assert isinstance(ev, PeerUpdate)
-    assert ev.status == PeerStatus(state=State.FAULT, owns=False, epoch=11)
+    assert ev.status == PeerStatus(state=State.FAULT, owns=False, epoch=11, eligible=eligible)
+
+
+# ---- CLOSE ------------------------------------------------------------------------------------
+
+
+def test_close_is_accepted_before_hello() -> None:
+    s = session()
+    ev = s.receive(Close(kind=ErrorKind.CONFIG_MISMATCH, detail="preempt differs"), T0)
+    assert ev == PeerClosing(kind=ErrorKind.CONFIG_MISMATCH, detail="preempt differs")
+    assert not s.established
+
+
+def test_close_after_hello_takes_no_sequence_number() -> None:
+    s = established()
+    s.receive(ka(3), T0 + 0.1)
+    ev = s.receive(Close(kind=ErrorKind.OUT_OF_ORDER, detail="x"), T0 + 0.2)
+    assert ev == PeerClosing(kind=ErrorKind.OUT_OF_ORDER, detail="x")
+    # The incoming sequence is unchanged: seq 4 is still the next valid one.
+    assert isinstance(s.receive(ka(4), T0 + 0.3), PeerUpdate)
+
+
+def test_our_close_travels_the_wire() -> None:
+    msg = session().close(ErrorKind.VERSION, "we speak 2")
+    assert msg == Close(kind=ErrorKind.VERSION, detail="we speak 2")
+    (got,) = FrameDecoder().feed(encode(msg))
+    assert session().receive(got, T0) == PeerClosing(kind=ErrorKind.VERSION, detail="we speak 2")
 
 
 # ---- deadline and schedule --------------------------------------------------------------------
@@ -256,9 +320,13 @@ def test_next_wakeup_is_the_deadline_when_it_comes_first() -> None:
 def test_keepalive_content_and_sequence() -> None:
     s = established()
     first = s.keepalive(STANDBY, 200.0)
-    assert first == Keepalive(seq=1, state=State.STANDBY, owns=False, epoch=4, sent_us=200_000_000)
+    assert first == Keepalive(
+        seq=1, state=State.STANDBY, owns=False, eligible=True, epoch=4, sent_us=200_000_000
+    )
+    ineligible = LocalStatus(state=State.ACTIVE, owns=True, epoch=4, eligible=False)
+    assert s.keepalive(ineligible, 200.5).eligible is False
     seqs = [s.keepalive(STANDBY, 200.0 + i).seq for i in range(1, 4)]
-    assert seqs == [2, 3, 4]
+    assert seqs == [3, 4, 5]
 
 
 def test_resign_shares_the_outgoing_sequence() -> None:
@@ -337,9 +405,11 @@ def test_two_sessions_over_the_wire_with_unrelated_clocks() -> None:
         return n1.receive(got, n2_now + one_way - offset)
 
     t = 10.0
-    assert isinstance(send_to_n2(n1.hello(STANDBY), t), PeerHello)
-    active = LocalStatus(state=State.ACTIVE, owns=True, epoch=4)
-    assert isinstance(send_to_n1(n2.hello(active), t + offset), PeerHello)
+    hello1 = send_to_n2(n1.hello(STANDBY, OUR_MAC), t)
+    assert isinstance(hello1, PeerHello)
+    assert hello1.mac == "02:00:c0:ff:ee:02"
+    active = LocalStatus(state=State.ACTIVE, owns=True, epoch=4, eligible=True)
+    assert isinstance(send_to_n1(n2.hello(active, PEER_MAC), t + offset), PeerHello)
     rtts: list[float] = []
     for _ in range(5):
         t += INTERVAL
@@ -349,7 +419,7 @@ def test_two_sessions_over_the_wire_with_unrelated_clocks() -> None:
         ev2 = send_to_n1(n2.keepalive(active, n2_now), n2_now)
         assert isinstance(ev1, PeerUpdate)
         assert isinstance(ev2, PeerUpdate)
-        assert ev2.status == PeerStatus(state=State.ACTIVE, owns=True, epoch=4)
+        assert ev2.status == PeerStatus(state=State.ACTIVE, owns=True, epoch=4, eligible=True)
         if ev2.rtt is not None:
             rtts.append(ev2.rtt)
     assert len(rtts) == 5
@@ -391,7 +461,7 @@ def test_absurd_epoch_is_a_protocol_error(kind: str) -> None:
     )
     big = MAX_EPOCH + 1
     hello = Hello(
-        version=1,
+        version=PROTOCOL_VERSION,
         node="n1",
         primary="n1",
         preempt=True,
@@ -399,6 +469,8 @@ def test_absurd_epoch_is_a_protocol_error(kind: str) -> None:
         state=State.ACTIVE,
         owns=True,
         epoch=1 if kind != "hello" else big,
+        eligible=True,
+        mac=PEER_MAC,
     )
     if kind == "hello":
         with pytest.raises(ProtocolError, match="out of range"):
@@ -406,7 +478,7 @@ def test_absurd_epoch_is_a_protocol_error(kind: str) -> None:
         return
     session.receive(hello, 0.0)
     msg: Keepalive | Resign = (
-        Keepalive(seq=1, state=State.ACTIVE, owns=True, epoch=big, sent_us=1)
+        Keepalive(seq=1, state=State.ACTIVE, owns=True, eligible=True, epoch=big, sent_us=1)
         if kind == "keepalive"
         else Resign(seq=1, epoch=big)
     )

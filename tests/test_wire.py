@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -10,9 +10,13 @@ from hypothesis import strategies as st
 
 from havip.core.states import State
 from havip.core.wire import (
+    ERROR_CODES,
+    MAX_DETAIL,
+    MAX_EPOCH,
     MAX_FRAME,
     PROTOCOL_VERSION,
     STATE_CODES,
+    Close,
     ErrorKind,
     FrameDecoder,
     Hello,
@@ -23,16 +27,19 @@ from havip.core.wire import (
     Resign,
     decode_payload,
     encode,
+    truncate_utf8,
 )
 
 BOOT_ID = bytes(range(16))
+MAC = bytes.fromhex("020000aabbcc")
 
 # ---- golden frames, written out by hand from the layout -------------------------------------
 # Frame: u32 payload length | u8 type | body. HELLO body: u16 version, u8 preempt, u8 state,
-# u8 owns, u64 epoch, 16 bytes boot id, then node and primary as u8 length + UTF-8.
+# u8 owns, u8 eligible, u64 epoch, 16 bytes boot id, 6 bytes MAC, then node and primary as
+# u8 length + UTF-8.
 
 GOLDEN_HELLO_MSG = Hello(
-    version=1,
+    version=2,
     node="n2",
     primary="n1",
     preempt=True,
@@ -40,36 +47,43 @@ GOLDEN_HELLO_MSG = Hello(
     state=State.STANDBY,
     owns=False,
     epoch=7,
+    eligible=True,
+    mac=MAC,
 )
 GOLDEN_HELLO = bytes.fromhex(
-    "00000024"  # 36 = 1 type + 29 fixed + 3 + 3
+    "0000002b"  # 43 = 1 type + 36 fixed + 3 + 3
     " 01"  # HELLO
-    " 0001"  # version 1
+    " 0002"  # version 2
     " 01"  # preempt
     " 01"  # state STANDBY
     " 00"  # owns: no
+    " 01"  # eligible
     " 0000000000000007"  # epoch 7
     " 000102030405060708090a0b0c0d0e0f"  # boot id
+    " 020000aabbcc"  # MAC
     " 02 6e32"  # "n2"
     " 02 6e31"  # "n1"
 )
 
-# KEEPALIVE body: u64 seq, u8 state, u8 owns, u64 epoch, u64 sent_us, u64 echo_us, u32 held_us.
+# KEEPALIVE body: u64 seq, u8 state, u8 owns, u8 eligible, u64 epoch, u64 sent_us, u64 echo_us,
+# u32 held_us.
 GOLDEN_KEEPALIVE_MSG = Keepalive(
     seq=0x0102,
     state=State.ACTIVE,
     owns=True,
+    eligible=False,
     epoch=3,
     sent_us=1_000_000,
     echo_us=0xDEADBEEF,
     held_us=250,
 )
 GOLDEN_KEEPALIVE = bytes.fromhex(
-    "00000027"  # 39 = 1 + 38
+    "00000028"  # 40 = 1 + 39
     " 02"  # KEEPALIVE
     " 0000000000000102"  # seq
     " 03"  # state ACTIVE
     " 01"  # owns
+    " 00"  # eligible: no
     " 0000000000000003"  # epoch
     " 00000000000f4240"  # sent_us 1_000_000
     " 00000000deadbeef"  # echo_us
@@ -85,10 +99,20 @@ GOLDEN_RESIGN = bytes.fromhex(
     " 0000000100000000"
 )
 
+# CLOSE body: u8 error kind code, then the detail as u8 length + UTF-8.
+GOLDEN_CLOSE_MSG = Close(kind=ErrorKind.CONFIG_MISMATCH, detail="preempt")
+GOLDEN_CLOSE = bytes.fromhex(
+    "0000000a"  # 10 = 1 + 1 + 8
+    " 04"  # CLOSE
+    " 06"  # CONFIG_MISMATCH
+    " 07 70726565 6d7074"  # "preempt"
+)
+
 GOLDEN = [
     pytest.param(GOLDEN_HELLO_MSG, GOLDEN_HELLO, id="hello"),
     pytest.param(GOLDEN_KEEPALIVE_MSG, GOLDEN_KEEPALIVE, id="keepalive"),
     pytest.param(GOLDEN_RESIGN_MSG, GOLDEN_RESIGN, id="resign"),
+    pytest.param(GOLDEN_CLOSE_MSG, GOLDEN_CLOSE, id="close"),
 ]
 
 
@@ -113,21 +137,28 @@ def test_state_codes_are_the_documented_ones() -> None:
         "fault": 4,
         "stopped": 5,
     }
-    assert [int(t) for t in MessageType] == [1, 2, 3]
-    assert PROTOCOL_VERSION == 1
+    assert [int(t) for t in MessageType] == [1, 2, 3, 4]
+    assert PROTOCOL_VERSION == 2
+
+
+def test_error_codes_are_the_documented_ones() -> None:
+    assert {k.value: c for k, c in ERROR_CODES.items()} == {
+        "malformed": 1,
+        "oversized": 2,
+        "unknown_type": 3,
+        "out_of_order": 4,
+        "version": 5,
+        "config_mismatch": 6,
+    }
+    assert set(ERROR_CODES) == set(ErrorKind)  # every kind can be sent
+
+
+def _hello(**changes: object) -> Hello:
+    return replace(GOLDEN_HELLO_MSG, **changes)  # type: ignore[arg-type]
 
 
 def test_hello_with_utf8_names() -> None:
-    msg = Hello(
-        version=1,
-        node="nœud",
-        primary="",
-        preempt=False,
-        boot_id=bytes(16),
-        state=State.INIT,
-        owns=False,
-        epoch=0,
-    )
+    msg = _hello(node="nœud", primary="")
     frame = encode(msg)
     # "nœud" is 5 UTF-8 bytes (œ = c5 93); the empty string is just its length byte.
     assert frame[-7:] == bytes.fromhex("05 6e c5 93 75 64 00")
@@ -135,30 +166,83 @@ def test_hello_with_utf8_names() -> None:
 
 
 def test_keepalive_held_us_saturates_at_u32() -> None:
-    msg = Keepalive(seq=1, state=State.STANDBY, owns=False, epoch=0, sent_us=1, held_us=2**40)
+    msg = Keepalive(
+        seq=1, state=State.STANDBY, owns=False, eligible=True, epoch=0, sent_us=1, held_us=2**40
+    )
     decoded = decode_payload(encode(msg)[4:])
     assert isinstance(decoded, Keepalive)
     assert decoded.held_us == 2**32 - 1
 
 
 def test_string_longer_than_255_bytes_is_refused_on_encode() -> None:
-    msg = Hello(
-        version=1,
-        node="x" * 256,
-        primary="n1",
-        preempt=False,
-        boot_id=bytes(16),
-        state=State.INIT,
-        owns=False,
-        epoch=0,
-    )
     with pytest.raises(ValueError, match="string too long"):
+        encode(_hello(node="x" * 256))
+
+
+@pytest.mark.parametrize("size", [0, 5, 7, 16])
+def test_hello_mac_must_be_six_bytes(size: int) -> None:
+    with pytest.raises(ValueError, match=f"mac must be 6 bytes, got {size}"):
+        encode(_hello(mac=bytes(size)))
+
+
+def test_max_epoch_is_the_documented_bound() -> None:
+    assert MAX_EPOCH == 2**62
+    # The bound itself is sendable in every message that carries an epoch.
+    for msg in (
+        _hello(epoch=MAX_EPOCH),
+        replace(GOLDEN_KEEPALIVE_MSG, epoch=MAX_EPOCH),
+        Resign(seq=1, epoch=MAX_EPOCH),
+    ):
+        assert decode_payload(encode(msg)[4:]) == msg
+
+
+@pytest.mark.parametrize("epoch", [MAX_EPOCH + 1, 2**64 - 1, 2**64, -1])
+@pytest.mark.parametrize("kind", ["hello", "keepalive", "resign"])
+def test_epoch_outside_the_bound_is_our_bug_on_encode(kind: str, epoch: int) -> None:
+    msg: Message
+    if kind == "hello":
+        msg = _hello(epoch=epoch)
+    elif kind == "keepalive":
+        msg = replace(GOLDEN_KEEPALIVE_MSG, epoch=epoch)
+    else:
+        msg = Resign(seq=1, epoch=epoch)
+    with pytest.raises(ValueError, match=f"epoch {epoch} is outside 0..MAX_EPOCH"):
         encode(msg)
+
+
+# ---- CLOSE ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(ErrorKind))
+def test_close_round_trips_every_kind(kind: ErrorKind) -> None:
+    msg = Close(kind=kind, detail=f"because {kind}")
+    frame = encode(msg)
+    assert frame[5] == ERROR_CODES[kind]
+    assert decode_payload(frame[4:]) == msg
+
+
+def test_close_detail_is_truncated_to_200_bytes() -> None:
+    msg = Close(kind=ErrorKind.VERSION, detail="v" * 300)
+    decoded = decode_payload(encode(msg)[4:])
+    assert decoded == Close(kind=ErrorKind.VERSION, detail="v" * MAX_DETAIL)
+    assert MAX_DETAIL == 200
+
+
+def test_close_detail_is_truncated_on_a_character_boundary() -> None:
+    # 199 ASCII bytes then a 2-byte character would end at byte 201: the whole character goes.
+    detail = "a" * 199 + "é" + "tail"
+    decoded = decode_payload(encode(Close(kind=ErrorKind.MALFORMED, detail=detail))[4:])
+    assert decoded == Close(kind=ErrorKind.MALFORMED, detail="a" * 199)
+    # A 3-byte character that ends exactly at the limit is kept.
+    assert truncate_utf8("a" * 197 + "€" + "b", 200) == "a" * 197 + "€"
+    assert truncate_utf8("€€", 5) == "€"
+    assert truncate_utf8("short", 200) == "short"
 
 
 # ---- round trips ----------------------------------------------------------------------------
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
+epochs = st.integers(min_value=0, max_value=MAX_EPOCH)
 states = st.sampled_from(list(State))
 names = st.text(max_size=40).filter(lambda s: len(s.encode()) <= 255)
 
@@ -171,20 +255,28 @@ hellos = st.builds(
     boot_id=st.binary(min_size=16, max_size=16),
     state=states,
     owns=st.booleans(),
-    epoch=u64,
+    epoch=epochs,
+    eligible=st.booleans(),
+    mac=st.binary(min_size=6, max_size=6),
 )
 keepalives = st.builds(
     Keepalive,
     seq=u64,
     state=states,
     owns=st.booleans(),
-    epoch=u64,
+    eligible=st.booleans(),
+    epoch=epochs,
     sent_us=u64,
     echo_us=u64,
     held_us=st.integers(min_value=0, max_value=2**32 - 1),
 )
-resigns = st.builds(Resign, seq=u64, epoch=u64)
-messages: st.SearchStrategy[Message] = st.one_of(hellos, keepalives, resigns)
+resigns = st.builds(Resign, seq=u64, epoch=epochs)
+closes = st.builds(
+    Close,
+    kind=st.sampled_from(list(ErrorKind)),
+    detail=st.text(max_size=60).filter(lambda s: len(s.encode()) <= MAX_DETAIL),
+)
+messages: st.SearchStrategy[Message] = st.one_of(hellos, keepalives, resigns, closes)
 
 
 @given(msg=messages)
@@ -210,8 +302,13 @@ def test_decoder_random_chunks(msgs: list[Message], data: st.DataObject) -> None
 
 
 def test_decoder_byte_by_byte() -> None:
-    stream = GOLDEN_HELLO + GOLDEN_KEEPALIVE + GOLDEN_RESIGN
-    ends = {len(GOLDEN_HELLO), len(GOLDEN_HELLO) + len(GOLDEN_KEEPALIVE), len(stream)}
+    stream = GOLDEN_HELLO + GOLDEN_KEEPALIVE + GOLDEN_RESIGN + GOLDEN_CLOSE
+    ends = {
+        len(GOLDEN_HELLO),
+        len(GOLDEN_HELLO) + len(GOLDEN_KEEPALIVE),
+        len(stream) - len(GOLDEN_CLOSE),
+        len(stream),
+    }
     decoder = FrameDecoder()
     got: list[Message] = []
     for i in range(len(stream)):
@@ -219,7 +316,7 @@ def test_decoder_byte_by_byte() -> None:
         # A message pops out exactly when its last byte arrives, never earlier.
         assert bool(out) == (i + 1 in ends)
         got += out
-    assert got == [GOLDEN_HELLO_MSG, GOLDEN_KEEPALIVE_MSG, GOLDEN_RESIGN_MSG]
+    assert got == [GOLDEN_HELLO_MSG, GOLDEN_KEEPALIVE_MSG, GOLDEN_RESIGN_MSG, GOLDEN_CLOSE_MSG]
     assert decoder.pending == 0
 
 
@@ -271,32 +368,59 @@ def test_custom_max_frame() -> None:
     assert err.value.kind is ErrorKind.OVERSIZED
 
 
-def _keepalive_payload(*, state: int = 1, owns: int = 0) -> bytes:
+def _keepalive_payload(
+    *, state: int = 1, owns: int = 0, eligible: int = 1, epoch: int = 0
+) -> bytes:
     return (
         bytes([MessageType.KEEPALIVE])
         + (1).to_bytes(8, "big")
-        + bytes([state, owns])
-        + bytes(8 * 3 + 4)  # epoch, sent_us, echo_us, held_us
+        + bytes([state, owns, eligible])
+        + epoch.to_bytes(8, "big")
+        + bytes(8 * 2 + 4)  # sent_us, echo_us, held_us
     )
 
 
 def _hello_payload(
-    *, preempt: int = 0, state: int = 1, owns: int = 0, tail: bytes = b"\x02n2\x02n1"
+    *,
+    preempt: int = 0,
+    state: int = 1,
+    owns: int = 0,
+    eligible: int = 1,
+    epoch: int = 0,
+    tail: bytes = b"\x02n2\x02n1",
 ) -> bytes:
-    fixed = (1).to_bytes(2, "big") + bytes([preempt, state, owns]) + bytes(8) + BOOT_ID
+    fixed = (
+        (2).to_bytes(2, "big")
+        + bytes([preempt, state, owns, eligible])
+        + epoch.to_bytes(8, "big")
+        + BOOT_ID
+        + MAC
+    )
     return bytes([MessageType.HELLO]) + fixed + tail
 
 
+def _resign_payload(epoch: int) -> bytes:
+    return bytes([MessageType.RESIGN]) + (1).to_bytes(8, "big") + epoch.to_bytes(8, "big")
+
+
+def _close_payload(code: int = 1, detail: bytes = b"\x02ok") -> bytes:
+    return bytes([MessageType.CLOSE, code]) + detail
+
+
 def test_hand_built_payloads_are_valid() -> None:
-    # Guards the helpers below: unmodified, they decode.
-    assert isinstance(decode_payload(_keepalive_payload()), Keepalive)
-    assert isinstance(decode_payload(_hello_payload()), Hello)
+    # Guards the helpers below: unmodified (and at the epoch bound), they decode.
+    assert isinstance(decode_payload(_keepalive_payload(epoch=MAX_EPOCH)), Keepalive)
+    assert isinstance(decode_payload(_hello_payload(epoch=MAX_EPOCH)), Hello)
+    assert decode_payload(_resign_payload(MAX_EPOCH)) == Resign(seq=1, epoch=MAX_EPOCH)
+    assert decode_payload(_close_payload()) == Close(kind=ErrorKind.MALFORMED, detail="ok")
+    full = _close_payload(6, bytes([MAX_DETAIL]) + b"d" * MAX_DETAIL)
+    assert decode_payload(full) == Close(kind=ErrorKind.CONFIG_MISMATCH, detail="d" * MAX_DETAIL)
 
 
 BAD_PAYLOADS = [
     pytest.param(b"", ErrorKind.MALFORMED, id="empty-frame"),
     pytest.param(b"\x00", ErrorKind.UNKNOWN_TYPE, id="type-0"),
-    pytest.param(b"\x04" + bytes(16), ErrorKind.UNKNOWN_TYPE, id="type-4"),
+    pytest.param(b"\x05" + bytes(16), ErrorKind.UNKNOWN_TYPE, id="type-5"),
     pytest.param(b"\xff", ErrorKind.UNKNOWN_TYPE, id="type-255"),
     pytest.param(GOLDEN_KEEPALIVE[4:-1], ErrorKind.MALFORMED, id="keepalive-truncated"),
     pytest.param(GOLDEN_KEEPALIVE[4:] + b"\x00", ErrorKind.MALFORMED, id="keepalive-trailing"),
@@ -312,6 +436,16 @@ BAD_PAYLOADS = [
     pytest.param(_keepalive_payload(owns=0xFF), ErrorKind.MALFORMED, id="keepalive-owns-255"),
     pytest.param(_keepalive_payload(state=6), ErrorKind.MALFORMED, id="keepalive-state-6"),
     pytest.param(_keepalive_payload(state=0xFF), ErrorKind.MALFORMED, id="keepalive-state-255"),
+    pytest.param(_keepalive_payload(eligible=2), ErrorKind.MALFORMED, id="keepalive-eligible-2"),
+    pytest.param(
+        _keepalive_payload(epoch=MAX_EPOCH + 1), ErrorKind.MALFORMED, id="keepalive-epoch-over"
+    ),
+    pytest.param(
+        _keepalive_payload(epoch=2**64 - 1), ErrorKind.MALFORMED, id="keepalive-epoch-u64-max"
+    ),
+    pytest.param(_resign_payload(MAX_EPOCH + 1), ErrorKind.MALFORMED, id="resign-epoch-over"),
+    pytest.param(_hello_payload(epoch=MAX_EPOCH + 1), ErrorKind.MALFORMED, id="hello-epoch-over"),
+    pytest.param(_hello_payload(eligible=3), ErrorKind.MALFORMED, id="hello-eligible-3"),
     pytest.param(_hello_payload(preempt=2), ErrorKind.MALFORMED, id="hello-preempt-2"),
     pytest.param(_hello_payload(owns=7), ErrorKind.MALFORMED, id="hello-owns-7"),
     pytest.param(_hello_payload(state=9), ErrorKind.MALFORMED, id="hello-state-9"),
@@ -320,6 +454,18 @@ BAD_PAYLOADS = [
     ),
     pytest.param(
         _hello_payload(tail=b"\x02n2\x01\x80"), ErrorKind.MALFORMED, id="hello-primary-not-utf8"
+    ),
+    pytest.param(b"\x04", ErrorKind.MALFORMED, id="close-no-body"),
+    pytest.param(_close_payload(code=0), ErrorKind.MALFORMED, id="close-kind-0"),
+    pytest.param(_close_payload(code=7), ErrorKind.MALFORMED, id="close-kind-7"),
+    pytest.param(_close_payload(detail=b""), ErrorKind.MALFORMED, id="close-no-detail"),
+    pytest.param(_close_payload(detail=b"\x03ok"), ErrorKind.MALFORMED, id="close-detail-short"),
+    pytest.param(_close_payload(detail=b"\x02ok!"), ErrorKind.MALFORMED, id="close-trailing"),
+    pytest.param(_close_payload(detail=b"\x01\xff"), ErrorKind.MALFORMED, id="close-not-utf8"),
+    pytest.param(
+        _close_payload(detail=bytes([MAX_DETAIL + 1]) + b"d" * (MAX_DETAIL + 1)),
+        ErrorKind.MALFORMED,
+        id="close-detail-too-long",
     ),
 ]
 
@@ -341,7 +487,20 @@ def test_bad_frame_through_the_decoder(payload: bytes, kind: ErrorKind) -> None:
     assert err.value.kind is kind
 
 
-# ---- fuzz: nothing but ProtocolError ----------------------------------------------------------
+# ---- fuzz: a typed ProtocolError, or a message that is exactly what was sent ------------------
+
+
+def _accepted_is_canonical(payload: bytes) -> Message | None:
+    """Decode `payload`: either a ProtocolError with a known kind (None), or a message that
+    encodes back to exactly `payload` (so nothing the peer sends is silently reinterpreted)."""
+    try:
+        msg = decode_payload(payload)
+    except ProtocolError as err:
+        assert err.kind in set(ErrorKind)
+        assert str(err) == f"{err.kind}: {err.detail}"
+        return None
+    assert encode(msg)[4:] == payload
+    return msg
 
 
 # Mostly payloads with a known type byte, so the fuzz reaches the body parsers.
@@ -355,34 +514,50 @@ payloads = st.one_of(
 
 @settings(max_examples=500)
 @given(payload=payloads)
-def test_decode_random_payload_raises_only_protocol_error(payload: bytes) -> None:
-    try:
-        msg = decode_payload(payload)
-    except ProtocolError:
-        return
-    assert encode(msg)[4:] == payload  # anything accepted is canonical
+def test_decode_random_payload_is_canonical_or_a_protocol_error(payload: bytes) -> None:
+    _accepted_is_canonical(payload)
 
 
 @settings(max_examples=300)
 @given(stream=st.binary(max_size=200), chunk=st.integers(min_value=1, max_value=64))
-def test_decoder_random_stream_raises_only_protocol_error(stream: bytes, chunk: int) -> None:
+def test_decoder_random_stream_decodes_a_prefix_or_raises(stream: bytes, chunk: int) -> None:
     decoder = FrameDecoder()
+    got: list[Message] = []
     try:
         for i in range(0, len(stream), chunk):
-            decoder.feed(stream[i : i + chunk])
-    except ProtocolError:
+            got += decoder.feed(stream[i : i + chunk])
+    except ProtocolError as err:
+        assert err.kind in set(ErrorKind)
         return
+    # Whatever came out is exactly the start of the stream, and the rest is still pending.
+    consumed = b"".join(encode(m) for m in got)
+    assert stream.startswith(consumed)
+    assert decoder.pending == len(stream) - len(consumed)
     assert decoder.pending <= 4 + MAX_FRAME
 
 
 @settings(max_examples=300)
 @given(msg=messages, data=st.data())
-def test_mutated_valid_payload_raises_only_protocol_error(
+def test_mutated_valid_payload_is_canonical_or_a_protocol_error(
     msg: Message, data: st.DataObject
 ) -> None:
     payload = bytearray(encode(msg)[4:])
     index = data.draw(st.integers(min_value=0, max_value=len(payload) - 1))
     payload[index] = data.draw(st.integers(min_value=0, max_value=255))
     cut = data.draw(st.integers(min_value=0, max_value=len(payload)))
-    with contextlib.suppress(ProtocolError):
-        decode_payload(bytes(payload[:cut]))
+    _accepted_is_canonical(bytes(payload[:cut]))
+
+
+def test_fuzz_property_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positive control: a lenient decoder that ignored trailing bytes would be caught."""
+    assert _accepted_is_canonical(GOLDEN_RESIGN[4:]) == GOLDEN_RESIGN_MSG
+    assert _accepted_is_canonical(GOLDEN_RESIGN[4:] + b"\x00") is None
+
+    strict = decode_payload
+
+    def lenient(payload: bytes) -> Message:
+        return strict(payload[: len(GOLDEN_RESIGN) - 4])
+
+    monkeypatch.setitem(globals(), "decode_payload", lenient)
+    with pytest.raises(AssertionError):
+        _accepted_is_canonical(GOLDEN_RESIGN[4:] + b"\x00")

@@ -1,4 +1,5 @@
-"""ARP over Ethernet (RFC 826, RFC 5227): build and parse frames; no sockets, no clock.
+"""ARP over Ethernet (RFC 826, RFC 5227): build, parse and classify frames, and the kernel
+filter that lets through only the ones we care about; no sockets, no clock.
 
 Frames are the bare 42 bytes (14 Ethernet + 28 ARP), not padded to the 60-byte Ethernet
 minimum: the sending NIC pads short frames, and keepalived and arping send the same 42 bytes.
@@ -7,8 +8,11 @@ minimum: the sending NIC pads short frames, and keepalived and arping send the s
 from __future__ import annotations
 
 import struct
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+
+from havip.backends.base import Heard, HeardKind
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
@@ -113,18 +117,130 @@ def parse_arp(frame: bytes) -> ArpPacket | None:
     )
 
 
-def claims(packet: ArpPacket, *, ip: IPv4Address, own_mac: bytes) -> bool:
-    """Whether `packet`, seen while probing for `ip`, shows another host *using* it.
+def classify(
+    packet: ArpPacket,
+    *,
+    own_mac: bytes,
+    vips: Collection[IPv4Address],
+    witnesses: Collection[IPv4Address] = (),
+) -> Heard | None:
+    """What `packet` tells a node that holds or wants `vips` and hears `witnesses`.
 
-    RFC 5227 2.1.1: an ARP request or reply whose sender IP is `ip` (an answer to our probe, or
-    the holder's own announcement) means the address is in use. Unlike the RFC's SHOULD, another
-    host's mere probe for `ip` does not count: with two nodes that host is our peer, and if its
-    probe vetoed ours (and ours its), a holder checking for conflicts would drop a VIP nobody
-    else has. Anything from `own_mac` is our own traffic and never counts.
+    CLAIM: the sender IP is a VIP (RFC 5227 2.1.1: an answer to our probe, or the holder's own
+    announcement, means the address is in use). PROBE: sender IP 0.0.0.0 asking for a VIP
+    (another host wants it; whether that vetoes is the caller's call: with two nodes that host
+    is our peer, and if its probe vetoed ours and ours its, nobody would take the VIP).
+    WITNESS: the sender IP is a witness. Anything from `own_mac` is our own and None.
+    `arp_filter` lets through exactly the frames for which this is not None.
     """
     if packet.sender_mac == own_mac:
-        return False
-    return packet.sender_ip == ip
+        return None
+    mac = mac_text(packet.sender_mac)
+    if packet.sender_ip in vips:
+        return Heard(kind=HeardKind.CLAIM, ip=packet.sender_ip, mac=mac)
+    if packet.is_probe and packet.target_ip in vips:
+        return Heard(kind=HeardKind.PROBE, ip=packet.target_ip, mac=mac)
+    if packet.sender_ip in witnesses and packet.sender_ip != UNSPECIFIED:
+        return Heard(kind=HeardKind.WITNESS, ip=packet.sender_ip, mac=mac)
+    return None
+
+
+# --- the kernel filter (classic BPF, as SO_ATTACH_FILTER takes it) ------------------------
+
+# Opcodes from linux/filter.h: class | size | mode, combined below.
+_BPF_LD, _BPF_JMP, _BPF_RET = 0x00, 0x05, 0x06
+_BPF_W, _BPF_H = 0x00, 0x08
+_BPF_ABS, _BPF_JEQ, _BPF_K = 0x20, 0x10, 0x00
+LD_W = _BPF_LD | _BPF_W | _BPF_ABS  # A = 32-bit word at offset k (network order)
+LD_H = _BPF_LD | _BPF_H | _BPF_ABS  # A = 16-bit half-word at offset k
+JEQ = _BPF_JMP | _BPF_JEQ | _BPF_K  # if A == k jump jt else jf (offsets after this one)
+RET = _BPF_RET | _BPF_K  # accept k bytes of the packet; 0 drops it
+SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # SKF_AD_OFF + SKF_AD_PKTTYPE: loads the packet type
+PACKET_OUTGOING = 4
+ACCEPT_BYTES = 0xFFFF
+MAX_FILTER_ADDRESSES = 100  # keeps every jump within the 8-bit offset classic BPF allows
+
+BPF_INSN = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+# An instruction before assembly: a label name in place of the code marks a label, and a
+# label name in jt/jf jumps there (0 is the next instruction).
+_Insn = tuple[int | str, int | str, int | str, int]
+
+
+def arp_filter(
+    *, own_mac: bytes, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address] = ()
+) -> list[tuple[int, int, int, int]]:
+    """A classic BPF program for a packet socket that accepts exactly the frames `classify`
+    reports (and never our outgoing ones), so the daemon does not wake for other ARP.
+
+    Returns the instructions as (code, jt, jf, k); `bpf_bytes` packs them for the kernel."""
+    _check_mac("own_mac", own_mac)
+    if not vips:
+        raise ValueError("ARP filter: at least one VIP is needed")
+    if len(vips) + len(witnesses) > MAX_FILTER_ADDRESSES:
+        raise ValueError(
+            f"ARP filter: {len(vips)} VIPs and {len(witnesses)} witnesses on one interface;"
+            f" at most {MAX_FILTER_ADDRESSES} in all"
+        )
+    mac_head, mac_tail = struct.unpack("!IH", own_mac)
+    vip_keys = [int(ip) for ip in dict.fromkeys(vips)]
+    witness_keys = [int(ip) for ip in dict.fromkeys(witnesses) if int(ip) and ip not in vips]
+    # (code, jt, jf, k) with jt/jf as label names or 0 (the next instruction), resolved below.
+    prog: list[_Insn] = [
+        (LD_W, 0, 0, SKF_AD_PKTTYPE),  # A = packet type
+        (JEQ, "drop", 0, PACKET_OUTGOING),  # our own frames on their way out
+        (LD_H, 0, 0, 12),  # A = Ethernet type
+        (JEQ, 0, "drop", ETH_P_ARP),  # ARP only
+        (LD_W, 0, 0, 14),  # A = ARP hardware type << 16 | protocol type
+        (JEQ, 0, "drop", ARPHRD_ETHER << 16 | ETH_P_IP),  # Ethernet / IPv4 only
+        (LD_H, 0, 0, 18),  # A = hardware length << 8 | protocol length
+        (JEQ, 0, "drop", 6 << 8 | 4),  # 6-byte MACs, 4-byte IPs
+        (LD_W, 0, 0, 22),  # A = ARP sender MAC, first 4 bytes
+        (JEQ, 0, "sender_ip", mac_head),  # not ours: go on to the sender IP
+        (LD_H, 0, 0, 26),  # A = ARP sender MAC, last 2 bytes
+        (JEQ, "drop", 0, mac_tail),  # our own MAC (a looped-back frame)
+        ("sender_ip", 0, 0, 0),  # label
+        (LD_W, 0, 0, 28),  # A = ARP sender IP
+    ]
+    prog += [(JEQ, "accept", 0, key) for key in vip_keys]  # a claim
+    prog += [(JEQ, "accept", 0, key) for key in witness_keys]  # a witness
+    prog += [
+        (JEQ, 0, "drop", 0),  # sender IP 0.0.0.0 may be a probe, anything else is not ours
+        (LD_H, 0, 0, 20),  # A = ARP operation
+        (JEQ, 0, "drop", OP_REQUEST),  # a probe is a request
+        (LD_W, 0, 0, 38),  # A = ARP target IP
+    ]
+    prog += [(JEQ, "accept", 0, key) for key in vip_keys]  # a probe for one of our VIPs
+    prog += [
+        ("drop", 0, 0, 0),  # label
+        (RET, 0, 0, 0),  # drop
+        ("accept", 0, 0, 0),  # label
+        (RET, 0, 0, ACCEPT_BYTES),  # accept the whole frame
+    ]
+    return _assemble(prog)
+
+
+def _assemble(prog: list[_Insn]) -> list[tuple[int, int, int, int]]:
+    """Drop label pseudo-instructions and turn label jumps into relative offsets."""
+    labels: dict[str, int] = {}
+    body: list[tuple[int, int | str, int | str, int]] = []
+    for code, jt, jf, k in prog:
+        if isinstance(code, str):
+            labels[code] = len(body)
+        else:
+            body.append((code, jt, jf, k))
+    out = []
+    for index, (code, jt, jf, k) in enumerate(body):
+        assert isinstance(code, int)
+        offsets = [labels[j] - index - 1 if isinstance(j, str) else j for j in (jt, jf)]
+        if not all(0 <= offset <= 0xFF for offset in offsets):
+            raise ValueError(f"ARP filter: jump out of range at instruction {index}")
+        out.append((code, offsets[0], offsets[1], k))
+    return out
+
+
+def bpf_bytes(program: Sequence[tuple[int, int, int, int]]) -> bytes:
+    """The program as an array of struct sock_filter, native byte order."""
+    return b"".join(BPF_INSN.pack(*insn) for insn in program)
 
 
 def mac_text(mac: bytes) -> str:

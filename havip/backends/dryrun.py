@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import socket
 import threading
+from collections import deque
+from collections.abc import Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from havip.backends.base import BackendError, BackendOp
+from havip.backends.arp import mac_text
+from havip.backends.base import BackendError, BackendOp, Heard, HeardKind, LinkState
 from havip.config import Vip
+
+WITNESS_FILE = ".witnesses"  # in lan_dir: when it exists, every witness answers
+_MAX_DRAIN = 256  # Heard items handed out per read, as the Linux socket bounds its reads
+
+
+def dry_run_mac(name: str) -> bytes:
+    """The MAC a dry-run node (or witness) stands behind: locally administered, unicast, the
+    same for the same name on every node, so HELLO-exchanged MACs match what is heard."""
+    return b"\x02" + hashlib.sha256(name.encode()).digest()[:5]
 
 
 class DryRunBackend:
@@ -68,22 +83,118 @@ class DryRunBackend:
     def announce(self, vip: Vip) -> int:
         return 0
 
-    def probe(self, vip: Vip, count: int, window: float) -> str | None:
-        # No sleeping: the shared folder answers at once, and tests stay fast.
+    def holders(self, ip: IPv4Address, interface: str) -> list[str]:
+        """The other nodes whose file says they hold `ip` (sorted), from the shared folder."""
         if self.lan_dir is None:
-            return None
-        folder = self.lan_dir / str(vip.ip)
+            return []
+        folder = self.lan_dir / str(ip)
         try:
-            others = sorted(
+            return sorted(
                 p.name
                 for p in folder.iterdir()
                 if p.name != self.node and not p.name.startswith(".")
             )
         except FileNotFoundError:
-            return None
+            return []
         except OSError as exc:
-            raise BackendError(BackendOp.PROBE, vip, f"cannot list {folder}: {exc}") from exc
-        return f"dry-run:{others[0]}" if others else None
+            cause = f"cannot list {folder}: {exc}"
+            raise BackendError(BackendOp.PROBE, None, cause, interface=interface) from exc
+
+    def witnesses_answer(self) -> bool:
+        """Whether witnesses answer: the file `lan_dir/.witnesses` exists."""
+        return self.lan_dir is not None and (self.lan_dir / WITNESS_FILE).exists()
+
+    def open_lan(
+        self, interface: str, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address]
+    ) -> DryRunLanSocket:
+        return DryRunLanSocket(self, interface)
+
+    def open_link_monitor(self) -> DryRunLinkMonitor:
+        return DryRunLinkMonitor()
+
+    def link_state(self, interface: str) -> LinkState:
+        return LinkState(exists=True, up=True, carrier=True)
+
+    def default_gateway(self, interface: str) -> IPv4Address | None:
+        return None
 
     def close(self) -> None:
         pass
+
+
+def _socketpair(op: BackendOp, interface: str) -> tuple[socket.socket, socket.socket]:
+    try:
+        pair = socket.socketpair()
+    except OSError as exc:
+        cause = f"cannot open a socket pair: {exc}"
+        raise BackendError(op, None, cause, interface=interface) from exc
+    for sock in pair:
+        sock.setblocking(False)
+    return pair
+
+
+class DryRunLanSocket:
+    """The shared folder seen as a LAN, with a real descriptor so that the daemon's event-loop
+    code is the same as with Linux: a probe is answered (a CLAIM queued) by every other node
+    whose file holds the VIP, a witness request when `lan_dir/.witnesses` exists."""
+
+    def __init__(self, backend: DryRunBackend, interface: str) -> None:
+        self._backend = backend
+        self.interface = interface
+        self.mac = dry_run_mac(backend.node)
+        self._reader, self._writer = _socketpair(BackendOp.LISTEN, interface)
+        self._queue: deque[Heard] = deque()
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def _hear(self, heard: Heard) -> None:
+        self._queue.append(heard)
+        self._wake()
+
+    def _wake(self) -> None:
+        # A full pipe means a wake-up is pending anyway.
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            self._writer.send(b"!")
+
+    def read(self) -> list[Heard]:
+        try:
+            while self._reader.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        count = min(len(self._queue), _MAX_DRAIN)
+        heard = [self._queue.popleft() for _ in range(count)]
+        if self._queue:
+            self._wake()  # the rest on the next wake-up, as a flooded packet socket would
+        return heard
+
+    def send_probe(self, ip: IPv4Address) -> None:
+        for node in self._backend.holders(ip, self.interface):
+            self._hear(Heard(kind=HeardKind.CLAIM, ip=ip, mac=mac_text(dry_run_mac(node))))
+
+    def send_request(self, ip: IPv4Address) -> None:
+        if self._backend.witnesses_answer():
+            mac = mac_text(dry_run_mac(f"witness:{ip}"))
+            self._hear(Heard(kind=HeardKind.WITNESS, ip=ip, mac=mac))
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+
+class DryRunLinkMonitor:
+    """Links never change in a dry run; the descriptor never becomes readable."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = _socketpair(BackendOp.LINK, "all")
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def read(self) -> list[tuple[str, LinkState]]:
+        return []
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()

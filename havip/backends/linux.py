@@ -1,12 +1,14 @@
 """The Linux backend: VIPs over netlink (pyroute2), ARP from an AF_PACKET raw socket.
 
-Every method blocks (netlink round trips, up to a probe window of listening), so the daemon
-calls them through `asyncio.to_thread`; calling one on a running event loop is refused, also
-because pyroute2's synchronous API runs its own event loop underneath.
+The backend's methods block (netlink round trips, a gratuitous-ARP burst), so the daemon calls
+them through `asyncio.to_thread`; calling one on a running event loop is refused, also because
+pyroute2's synchronous API runs its own event loop underneath. What it opens for the loop, the
+LAN listener (`LinuxLanSocket`) and the link monitor (`LinuxLinkMonitor`), is non-blocking.
 
 One netlink socket is opened on first use and shared, behind a lock, by the worker threads.
-Packet sockets are opened per announce/probe: they are cheap, and a fresh socket picks up an
-interface that was re-created or renamed meanwhile.
+Packet sockets for announcements are opened per burst: they are cheap, and a fresh socket picks
+up an interface that was re-created or renamed meanwhile. The LAN listener stays open, with a
+kernel BPF filter (`arp.arp_filter`) so that only ARP about our VIPs and witnesses wakes it.
 
 Caveat an operator should know: when the VIP is the *primary* address of its subnet on the
 interface (no host address in that subnet), removing it also removes the secondaries of that
@@ -18,30 +20,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
-import math
+import ipaddress
 import os
-import select
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from havip.backends.arp import (
     ARPHRD_ETHER,
     ETH_P_ARP,
-    claims,
+    OP_REQUEST,
+    UNSPECIFIED,
+    ZERO_MAC,
+    arp_filter,
+    bpf_bytes,
+    build_arp,
+    classify,
     gratuitous_frames,
-    mac_text,
     parse_arp,
     probe_frame,
 )
-from havip.backends.base import BackendError, BackendOp
+from havip.backends.base import BackendError, BackendOp, Heard, LinkState
 from havip.config import Vip
 
 T = TypeVar("T")
@@ -52,7 +61,17 @@ PACKET_OUTGOING = 4
 LABEL_SUFFIX = ":havip"
 SHORT_LABEL_SUFFIX = ":hv"
 _MAX_DRAIN = 256  # frames read per wake-up, so a flood cannot pin the loop
-_MAX_STEPS = 100_000  # hard cap on probe loop iterations, far above what a window needs
+SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+RTMGRP_LINK = 0x1
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, pad, type, index, flags, change
+_LINK_RCVBUF = 1 << 20  # link events come in bursts (a bridge of many ports going down)
+ABSENT = LinkState(exists=False, up=False, carrier=False)
 
 
 def address_label(ifname: str) -> str:
@@ -95,7 +114,9 @@ class LinuxBackend:
 
     # --- netlink ---------------------------------------------------------------------------
 
-    def _netlink(self, op: BackendOp, vip: Vip, fn: Callable[[Any], T]) -> T:
+    def _netlink(
+        self, op: BackendOp, vip: Vip | None, fn: Callable[[Any], T], interface: str = ""
+    ) -> T:
         """Run `fn(ipr)` on the shared IPRoute under the lock. NetlinkError passes through for
         the caller to judge; any other failure drops the socket so the next call reopens."""
         _refuse_event_loop()
@@ -104,14 +125,22 @@ class LinuxBackend:
                 try:
                     self._ipr = IPRoute()
                 except OSError as exc:
-                    raise BackendError(op, vip, f"cannot open netlink socket: {exc}") from exc
+                    cause = f"cannot open netlink socket: {exc}"
+                    raise BackendError(op, vip, cause, interface=interface) from exc
             try:
                 return fn(self._ipr)
             except (NetlinkError, BackendError):
                 raise
             except Exception as exc:
                 self._close_locked()
-                raise BackendError(op, vip, f"netlink: {exc!r}") from exc
+                raise BackendError(op, vip, f"netlink: {exc!r}", interface=interface) from exc
+
+    def _query(self, op: BackendOp, interface: str, fn: Callable[[Any], T]) -> T:
+        """`_netlink` for a whole interface, NetlinkError turned into BackendError."""
+        try:
+            return self._netlink(op, None, fn, interface)
+        except NetlinkError as exc:
+            raise BackendError(op, None, _netlink_cause(exc), interface=interface) from exc
 
     @staticmethod
     def _index(ipr: Any, ifname: str) -> int | None:
@@ -192,37 +221,53 @@ class LinuxBackend:
     # --- ARP -------------------------------------------------------------------------------
 
     @staticmethod
-    def _packet_socket(op: BackendOp, vip: Vip) -> tuple[socket.socket, bytes]:
-        """An AF_PACKET socket bound to the VIP's interface for ARP, and that interface's MAC."""
+    def _packet_socket(
+        op: BackendOp,
+        vip: Vip | None,
+        ifname: str,
+        program: Callable[[bytes], bytes] | None = None,
+    ) -> tuple[socket.socket, bytes]:
+        """An AF_PACKET socket bound to `ifname` for ARP, and that interface's MAC. With
+        `program` (the interface MAC -> a classic BPF program), the filter is attached before
+        the socket is bound, so no unfiltered frame is ever queued."""
         _refuse_event_loop()
-        ifname = vip.interface
-        if not ifname or len(ifname.encode()) >= IFNAMSIZ:
-            raise BackendError(op, vip, f"interface name {ifname!r} is not a valid Linux name")
+
+        def fail(cause: str) -> BackendError:
+            return BackendError(op, vip, cause, interface=ifname)
+
+        if not ifname or len(ifname.encode()) >= IFNAMSIZ or "/" in ifname:
+            raise fail(f"interface name {ifname!r} is not a valid Linux name")
         try:
             # Protocol 0 receives nothing until bind() names both interface and protocol, so
             # no ARP from other interfaces can slip into the queue in between.
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
         except OSError as exc:
-            raise BackendError(op, vip, f"cannot open packet socket: {exc}") from exc
+            raise fail(f"cannot open packet socket: {exc}") from exc
         try:
-            try:
-                sock.bind((ifname, ETH_P_ARP))
-            except OSError as exc:
-                if exc.errno == errno.ENODEV:
-                    raise BackendError(op, vip, f"interface {ifname} does not exist") from exc
-                raise BackendError(op, vip, f"cannot bind packet socket: {exc}") from exc
             try:
                 ifreq = fcntl.ioctl(
                     sock.fileno(), SIOCGIFHWADDR, struct.pack("256s", ifname.encode())
                 )
             except OSError as exc:
-                raise BackendError(op, vip, f"cannot read the interface MAC: {exc}") from exc
+                if exc.errno == errno.ENODEV:
+                    raise fail(f"interface {ifname} does not exist") from exc
+                raise fail(f"cannot read the interface MAC: {exc}") from exc
             (hwtype,) = struct.unpack_from("=H", ifreq, 16)
             if hwtype != ARPHRD_ETHER:
-                raise BackendError(
-                    op, vip, f"interface {ifname} is not Ethernet (ARPHRD {hwtype}), no ARP"
-                )
-            return sock, bytes(ifreq[18:24])
+                raise fail(f"interface {ifname} is not Ethernet (ARPHRD {hwtype}), no ARP")
+            mac = bytes(ifreq[18:24])
+            if program is not None:
+                try:
+                    _attach_filter(sock, program(mac))
+                except OSError as exc:
+                    raise fail(f"cannot attach the ARP filter: {exc}") from exc
+            try:
+                sock.bind((ifname, ETH_P_ARP))
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:
+                    raise fail(f"interface {ifname} does not exist") from exc
+                raise fail(f"cannot bind packet socket: {exc}") from exc
+            return sock, mac
         except BaseException:
             sock.close()
             raise
@@ -238,7 +283,7 @@ class LinuxBackend:
 
     def announce(self, vip: Vip) -> int:
         """Gratuitous ARP, request and reply forms, broadcast, `garp_rounds` times."""
-        sock, mac = self._packet_socket(BackendOp.ANNOUNCE, vip)
+        sock, mac = self._packet_socket(BackendOp.ANNOUNCE, vip, vip.interface)
         with sock:
             frames = gratuitous_frames(mac, vip.ip)
             sent = 0
@@ -250,52 +295,108 @@ class LinuxBackend:
                     sent += 1
             return sent
 
-    def probe(self, vip: Vip, count: int, window: float) -> str | None:
-        """RFC 5227 probe. Answers are any ARP whose sender IP is the VIP, and another host's
-        probe for the VIP (see `arp.claims`); never frames from our own MAC."""
-        if count < 1:
-            raise ValueError(f"probe count must be at least 1, got {count}")
-        window = max(window, 0.0)
-        sock, mac = self._packet_socket(BackendOp.PROBE, vip)
-        with sock:
+    def open_lan(
+        self, interface: str, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address]
+    ) -> LinuxLanSocket:
+        """An ARP listener on `interface` that hears only frames about `vips` or `witnesses`
+        (kernel BPF filter), non-blocking. Also looks up, once, which of our addresses a
+        witness request should come from (none: 0.0.0.0). Blocks briefly (netlink)."""
+        op = BackendOp.LISTEN
+        if not vips:
+            raise BackendError(op, None, "no VIPs to listen for", interface=interface)
+        vip_list, witness_list = list(dict.fromkeys(vips)), list(dict.fromkeys(witnesses))
+        try:
+            arp_filter(own_mac=ZERO_MAC, vips=vip_list, witnesses=witness_list)
+        except ValueError as exc:
+            raise BackendError(op, None, str(exc), interface=interface) from exc
+        sock, mac = self._packet_socket(
+            op,
+            None,
+            interface,
+            lambda mac: bpf_bytes(arp_filter(own_mac=mac, vips=vip_list, witnesses=witness_list)),
+        )
+        try:
             sock.setblocking(False)
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            frame = probe_frame(mac, vip.ip)
-            spacing = window * 2 / 3 / (count - 1) if count > 1 else 0.0
-            start = time.monotonic()
-            deadline = start + window
-            sent = 0
-            for _ in range(_MAX_STEPS):
-                now = time.monotonic()
-                while sent < count and now >= start + sent * spacing:
-                    self._send(sock, frame, BackendOp.PROBE, vip)
-                    sent += 1
-                answer = self._answer(sock, mac, vip)
-                if answer is not None:
-                    return answer
-                if sent == count and now >= deadline:
-                    return None
-                wake = deadline if sent == count else min(deadline, start + sent * spacing)
-                poller.poll(math.ceil(max(wake - now, 0.0) * 1000))
-            raise BackendError(BackendOp.PROBE, vip, "probe loop did not finish (clock stuck?)")
+            sources = self._witness_sources(interface, vip_list, witness_list) if witnesses else {}
+        except BaseException:
+            sock.close()
+            raise
+        return LinuxLanSocket(
+            sock, interface=interface, mac=mac, vips=vip_list, witnesses=witness_list,
+            sources=sources,
+        )  # fmt: skip
 
-    @staticmethod
-    def _answer(sock: socket.socket, own_mac: bytes, vip: Vip) -> str | None:
-        """Read what is queued (bounded); the MAC of the first frame that claims the VIP."""
-        for _ in range(_MAX_DRAIN):
-            try:
-                data, addr = sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
+    def _witness_sources(
+        self, interface: str, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address]
+    ) -> dict[IPv4Address, IPv4Address]:
+        """For each witness, our own (non-VIP) address on its subnet, where we have one."""
+
+        def do(ipr: Any) -> list[IPv4Interface]:
+            index = self._index(ipr, interface)
+            if index is None:
+                return []
+            found = []
+            for msg in ipr.get_addr(index=index, family=socket.AF_INET):
+                local = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+                if msg["index"] == index and local:
+                    found.append(IPv4Interface(f"{local}/{msg['prefixlen']}"))
+            return found
+
+        ours = [a for a in self._query(BackendOp.LISTEN, interface, do) if a.ip not in vips]
+        sources = {}
+        for witness in witnesses:
+            for address in ours:
+                if witness in address.network and witness != address.ip:
+                    sources[witness] = address.ip
+                    break
+        return sources
+
+    def open_link_monitor(self) -> LinuxLinkMonitor:
+        """Link events for every interface of this namespace (RTMGRP_LINK), non-blocking."""
+        return LinuxLinkMonitor()
+
+    def link_state(self, interface: str) -> LinkState:
+        """The link now, from netlink; a missing interface is exists=False."""
+
+        def do(ipr: Any) -> LinkState:
+            index = self._index(ipr, interface)
+            if index is None:
+                return ABSENT
+            links = ipr.get_links(index)
+            if not links:
+                return ABSENT
+            return _link_state(int(links[0]["flags"]))
+
+        try:
+            return self._query(BackendOp.LINK, interface, do)
+        except BackendError as exc:
+            # The interface went away between lookup and query: that is an answer.
+            if isinstance(exc.__cause__, NetlinkError) and exc.__cause__.code == errno.ENODEV:
+                return ABSENT
+            raise
+
+    def default_gateway(self, interface: str) -> IPv4Address | None:
+        """The gateway of the main table's IPv4 default route out of `interface` (the one
+        with the lowest metric; a multipath route counts through its hops), else None."""
+
+        def do(ipr: Any) -> IPv4Address | None:
+            index = self._index(ipr, interface)
+            if index is None:
                 return None
-            except OSError as exc:
-                raise BackendError(BackendOp.PROBE, vip, f"cannot receive ARP: {exc}") from exc
-            if addr[0] != vip.interface or addr[2] == PACKET_OUTGOING:
-                continue
-            packet = parse_arp(data)
-            if packet is not None and claims(packet, ip=vip.ip, own_mac=own_mac):
-                return mac_text(packet.sender_mac)
-        return None
+            best: tuple[int, IPv4Address] | None = None
+            for route in ipr.get_routes(family=socket.AF_INET, table=254):
+                if route["dst_len"] != 0 or route.get("RTA_DST") not in (None, "0.0.0.0"):
+                    continue
+                metric = int(route.get("RTA_PRIORITY") or 0)
+                hops = [(route.get("RTA_OIF"), route.get("RTA_GATEWAY"))]
+                for hop in route.get("RTA_MULTIPATH") or ():
+                    hops.append((hop["oif"], hop.get("RTA_GATEWAY")))
+                for oif, gateway in hops:
+                    if oif == index and gateway and (best is None or metric < best[0]):
+                        best = (metric, ipaddress.IPv4Address(gateway))
+            return best[1] if best else None
+
+        return self._query(BackendOp.ROUTE, interface, do)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -323,3 +424,207 @@ class LinuxBackend:
         closer = threading.Thread(target=shut, name="havip-netlink-close")
         closer.start()
         closer.join(timeout=5.0)
+
+
+def _attach_filter(sock: socket.socket, program: bytes) -> None:
+    """SO_ATTACH_FILTER: the kernel copies the program from a struct sock_fprog, which holds a
+    pointer, hence a ctypes buffer that lives until setsockopt returns."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("@HP", len(program) // 8, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def _link_state(flags: int) -> LinkState:
+    return LinkState(exists=True, up=bool(flags & IFF_UP), carrier=bool(flags & IFF_LOWER_UP))
+
+
+class LinuxLanSocket:
+    """ARP on one interface for the event loop: reads what the BPF filter lets through and
+    sends probes and witness requests. Never blocks."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        interface: str,
+        mac: bytes,
+        vips: Sequence[IPv4Address],
+        witnesses: Sequence[IPv4Address],
+        sources: dict[IPv4Address, IPv4Address],
+    ) -> None:
+        self._sock = sock
+        self.interface = interface
+        self.mac = mac
+        self.vips = frozenset(vips)
+        self.witnesses = frozenset(witnesses)
+        self._sources = sources
+        self.frames = 0  # frames read (that passed the kernel filter)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _fail(self, op: BackendOp, cause: str) -> BackendError:
+        return BackendError(op, None, cause, interface=self.interface)
+
+    def read(self) -> list[Heard]:
+        """What is queued, at most `_MAX_DRAIN` frames. An interface going down reports
+        ENETDOWN once; the socket works again when it comes back, so that is no error."""
+        heard = []
+        for _ in range(_MAX_DRAIN):
+            try:
+                data, addr = self._sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENETDOWN:
+                    break
+                raise self._fail(BackendOp.LISTEN, f"cannot receive ARP: {exc}") from exc
+            self.frames += 1
+            if addr[2] == PACKET_OUTGOING:  # the filter drops these too; belt and braces
+                continue
+            packet = parse_arp(data)
+            if packet is None:
+                continue
+            found = classify(packet, own_mac=self.mac, vips=self.vips, witnesses=self.witnesses)
+            if found is not None:
+                heard.append(found)
+        return heard
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            sent = self._sock.send(frame)
+        except OSError as exc:
+            raise self._fail(BackendOp.PROBE, f"cannot send ARP: {exc}") from exc
+        if sent != len(frame):
+            raise self._fail(BackendOp.PROBE, f"short send: {sent} of {len(frame)} bytes")
+
+    def send_probe(self, ip: IPv4Address) -> None:
+        self._send(probe_frame(self.mac, ip))
+
+    def send_request(self, ip: IPv4Address) -> None:
+        source = self._sources.get(ip, UNSPECIFIED)
+        self._send(
+            build_arp(
+                op=OP_REQUEST,
+                sender_mac=self.mac,
+                sender_ip=source,
+                target_mac=ZERO_MAC,
+                target_ip=ip,
+            )
+        )
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class LinuxLinkMonitor:
+    """RTM_NEWLINK / RTM_DELLINK events from a non-blocking rtnetlink socket (RTMGRP_LINK).
+
+    The socket's queue can overflow in a burst of events (ENOBUFS): then the monitor asks the
+    kernel for a full link dump on the same socket and, when it ends, reports every interface
+    it knew that the dump no longer lists as gone. A renamed interface is reported gone under
+    its old name."""
+
+    def __init__(self) -> None:
+        try:
+            sock = socket.socket(
+                socket.AF_NETLINK,
+                socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                socket.NETLINK_ROUTE,
+            )
+        except OSError as exc:
+            raise BackendError(BackendOp.LINK, None, f"cannot open netlink socket: {exc}") from exc
+        try:
+            with contextlib.suppress(OSError):  # a smaller buffer still works
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _LINK_RCVBUF)
+            sock.bind((0, RTMGRP_LINK))
+        except OSError as exc:
+            sock.close()
+            raise BackendError(BackendOp.LINK, None, f"cannot listen to netlink: {exc}") from exc
+        self._sock = sock
+        self._names: dict[int, str] = {}  # ifindex -> name, as last reported
+        self._dump_seq = 0
+        self._dumped: set[int] | None = None  # indexes seen in the dump in progress
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self) -> list[tuple[str, LinkState]]:
+        changes: list[tuple[str, LinkState]] = []
+        for _ in range(_MAX_DRAIN):
+            try:
+                data = self._sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise BackendError(BackendOp.LINK, None, f"cannot read netlink: {exc}") from exc
+                self._resync()
+                continue
+            changes += self._parse(data)
+        return changes
+
+    def _resync(self) -> None:
+        """Events were lost: dump every link; what the dump lacks is gone."""
+        self._dump_seq += 1
+        self._dumped = set()
+        request = _NLMSGHDR.pack(
+            _NLMSGHDR.size + _IFINFOMSG.size,
+            RTM_GETLINK,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            self._dump_seq,
+            0,
+        ) + _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        try:
+            self._sock.sendto(request, (0, 0))
+        except OSError as exc:
+            self._dumped = None
+            raise BackendError(BackendOp.LINK, None, f"cannot ask for a link dump: {exc}") from exc
+
+    def _parse(self, data: bytes) -> list[tuple[str, LinkState]]:
+        changes: list[tuple[str, LinkState]] = []
+        offset = 0
+        while offset + _NLMSGHDR.size <= len(data):
+            length, kind, _flags, seq, _port = _NLMSGHDR.unpack_from(data, offset)
+            if length < _NLMSGHDR.size or offset + length > len(data):
+                break  # malformed: the rest of this datagram cannot be trusted
+            message = data[offset : offset + length]
+            offset += (length + 3) & ~3
+            if kind in (NLMSG_DONE, NLMSG_ERROR) and seq == self._dump_seq:
+                changes += self._dump_done()
+            elif kind in (RTM_NEWLINK, RTM_DELLINK):
+                changes += self._link(kind, message, dumped=seq == self._dump_seq != 0)
+        return changes
+
+    def _link(self, kind: int, message: bytes, *, dumped: bool) -> list[tuple[str, LinkState]]:
+        msg = ifinfmsg(message)
+        msg.decode()
+        index, flags = int(msg["index"]), int(msg["flags"])
+        name = msg.get_attr("IFLA_IFNAME")
+        if not isinstance(name, str):
+            return []
+        changes = []
+        old = self._names.get(index)
+        if old is not None and old != name:
+            changes.append((old, ABSENT))
+        if kind == RTM_DELLINK:
+            self._names.pop(index, None)
+            changes.append((name, ABSENT))
+        else:
+            self._names[index] = name
+            # Only the dump's own answers say what exists now: ENOBUFS is reported before the
+            # events still queued, which may be older than the loss.
+            if dumped and self._dumped is not None:
+                self._dumped.add(index)
+            changes.append((name, _link_state(flags)))
+        return changes
+
+    def _dump_done(self) -> list[tuple[str, LinkState]]:
+        seen, self._dumped = self._dumped, None
+        if seen is None:
+            return []
+        gone = [index for index in self._names if index not in seen]
+        return [(self._names.pop(index), ABSENT) for index in gone]
+
+    def close(self) -> None:
+        self._sock.close()

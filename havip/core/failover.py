@@ -1,9 +1,13 @@
 """The failover state machine, sans I/O: events in, actions out, time passed in.
 
 The rule it enforces: a node takes the VIP only when its owner hands it over (RESIGN), or when the
-peer link is down *and* an ARP probe finds nobody on the LAN answering for the VIP. A live peer
-that says it owns the VIP is never contested; when both somehow own it, the higher ownership
-epoch wins (ties go to the primary). The old owner removes before the new owner adds.
+peer link is down *and* an ARP probe finds nobody on the LAN answering for the VIP *and* that same
+probe heard a witness (so the silence is the LAN's, not our own deafness). A node that cannot serve
+the VIP (not *eligible*) never takes it and hands it to an eligible peer. A live peer that says it
+owns the VIP is never contested; when both somehow own it, the higher ownership epoch wins (ties
+go to the primary) and the winner announces at once. An owner never releases the VIP to a MAC that
+is not the peer's. The old owner removes before the new owner adds, and no announcement ever
+follows a release: every effect is an action, in order.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from havip.core.session import LocalStatus, PeerStatus
-from havip.core.states import LinkDown, Reason, State
+from havip.core.states import Cause, LinkDown, Reason, State
+from havip.core.wire import MAX_EPOCH
 
 S, R = State, Reason
 
@@ -20,13 +25,15 @@ S, R = State, Reason
 #: this table (`havip.diagram`), and the machine refuses any transition not listed here.
 TRANSITIONS: dict[tuple[State, State], frozenset[Reason]] = {
     (S.INIT, S.PROBING): frozenset({R.STARTUP}),
-    (S.INIT, S.STANDBY): frozenset({R.PEER_OWNS, R.PEER_CANDIDATE}),
-    (S.INIT, S.ACTIVE): frozenset({R.PEER_RESIGNED}),
+    (S.INIT, S.STANDBY): frozenset({R.PEER_OWNS, R.PEER_CANDIDATE, R.INELIGIBLE}),
+    (S.INIT, S.ACTIVE): frozenset({R.PEER_RESIGNED, R.RESUMED}),
     (S.STANDBY, S.PROBING): frozenset({R.PEER_LOST, R.PEER_UP}),
     (S.STANDBY, S.ACTIVE): frozenset({R.PEER_RESIGNED}),
     (S.PROBING, S.ACTIVE): frozenset({R.PROBE_SILENT, R.PEER_RESIGNED}),
-    (S.PROBING, S.STANDBY): frozenset({R.PEER_OWNS, R.PEER_CANDIDATE}),
-    (S.ACTIVE, S.STANDBY): frozenset({R.HIGHER_EPOCH, R.PREEMPT, R.PROBE_ANSWERED}),
+    (S.PROBING, S.STANDBY): frozenset({R.PEER_OWNS, R.PEER_CANDIDATE, R.INELIGIBLE}),
+    (S.ACTIVE, S.STANDBY): frozenset(
+        {R.HIGHER_EPOCH, R.PREEMPT, R.PROBE_ANSWERED, R.INELIGIBLE, R.CONFLICT}
+    ),
     (S.FAULT, S.STANDBY): frozenset({R.FAULT_CLEARED}),
     **{(s, S.FAULT): frozenset({R.BACKEND_FAILED}) for s in (S.INIT, S.STANDBY, S.PROBING)},
     (S.ACTIVE, S.FAULT): frozenset({R.BACKEND_FAILED}),
@@ -39,16 +46,22 @@ TRANSITIONS: dict[tuple[State, State], frozenset[Reason]] = {
 
 @dataclass(frozen=True, kw_only=True)
 class Start:
-    """The daemon started; `present` says whether the VIP is already on our interface."""
+    """The daemon started; `present` says whether the VIP is already on our interface.
+
+    `epoch_known` is False when the stored epoch was unreadable: then a present VIP is never
+    resumed on its own say-so; the node learns the epoch from the peer and probes first.
+    """
 
     present: bool
+    epoch_known: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
 class PeerUp:
-    """An authenticated connection to the peer and its HELLO."""
+    """An authenticated connection to the peer and its HELLO (with its VIP MAC, if it knew it)."""
 
     status: PeerStatus
+    mac: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,15 +79,6 @@ class PeerDown:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PeerQuiet:
-    """The peer has been silent for most of the dead time (the link is still up).
-
-    A standby then probes the LAN ahead of the deadline, so that if the deadline does pass it
-    already knows whether anybody answers for the VIP, and takes over without a further wait.
-    """
-
-
-@dataclass(frozen=True, kw_only=True)
 class PeerResigned:
     """The peer removed the VIP and hands it over."""
 
@@ -82,11 +86,44 @@ class PeerResigned:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LocalHealth:
+    """This node's eligibility changed (already debounced by the shell). Eligible until told."""
+
+    eligible: bool
+    cause: Cause
+
+
+@dataclass(frozen=True, kw_only=True)
 class ProbeDone:
-    """Result of a Probe action: the MAC (or id) that answered for the VIP, or None for silence."""
+    """Result of a Probe action.
+
+    `answered_by`: the MAC that answered for the VIP, or None for silence. `witness`: True when a
+    witness answered in this same round, False when witnesses are configured and none answered,
+    None when no witnesses are configured (silence alone decides). `error`: the probe could not
+    be done at all (answered_by is then None); never a backend fault. `rival`: what answered was
+    another host's probe for the VIP (RFC 5227 simultaneous probe), not a claim to hold it.
+    """
 
     probe_id: int
     answered_by: str | None
+    witness: bool | None
+    error: str | None = None
+    rival: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claimed:
+    """A frame from another MAC claimed one of our VIPs on the LAN (gratuitous ARP, ARP reply, or
+    a request whose sender IP is the VIP). The machine tells the peer's MAC from others."""
+
+    mac: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Acquired:
+    """The shell confirmed the VIP is up and announced for `epoch` (ends the fault backoff)."""
+
+    epoch: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,9 +153,11 @@ Event = (
     | PeerUp
     | PeerInfo
     | PeerDown
-    | PeerQuiet
     | PeerResigned
+    | LocalHealth
     | ProbeDone
+    | Claimed
+    | Acquired
     | BackendFailed
     | Shutdown
     | Resumed
@@ -130,8 +169,14 @@ Event = (
 
 class ProbePurpose(StrEnum):
     TAKEOVER = "takeover"  # we want the VIP: does anybody still answer for it?
-    CONFLICT = "conflict"  # we hold it and lost the peer: did somebody take it while we were away?
-    EARLY = "early"  # the peer went quiet: ask now, so a takeover need not wait for a probe later
+    CONFLICT = "conflict"  # we hold it and lost the peer (or froze): did somebody take it?
+
+
+class Verdict(StrEnum):
+    """What we did about another MAC claiming our VIP."""
+
+    KEEP = "keep"
+    YIELD = "yield"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,10 +195,12 @@ class Release:
 
 @dataclass(frozen=True, kw_only=True)
 class Probe:
-    """Ask the LAN whether anybody answers for the VIP; answer with ProbeDone(probe_id)."""
+    """Ask the LAN whether anybody answers for the VIP, listening `window` seconds from the first
+    frame sent; answer with ProbeDone(probe_id)."""
 
     probe_id: int
     purpose: ProbePurpose
+    window: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +208,30 @@ class SendResign:
     """Tell the peer we removed the VIP and it should take it (only ever after Release)."""
 
     epoch: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Announce:
+    """Send a gratuitous-ARP burst for the VIP now (only ever while ACTIVE)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conflict:
+    """Another MAC claimed our VIP (`peer`: it is the peer's MAC) and what we did about it."""
+
+    mac: str
+    peer: bool
+    verdict: Verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class Isolated:
+    """A probe found silence but heard no witness: silence cannot be told from deafness, so we do
+    not take (or, when active, we stop announcing and re-check)."""
+
+    sentence: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,17 +257,34 @@ class Stop:
     """Shutdown finished deciding; the shell may exit once earlier actions are done."""
 
 
-Action = Acquire | Release | Probe | SendResign | Transition | Vetoed | Stop
+Action = (
+    Acquire
+    | Release
+    | Probe
+    | SendResign
+    | Announce
+    | Conflict
+    | Isolated
+    | Transition
+    | Vetoed
+    | Stop
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class FailoverTiming:
     """The durations the machine itself uses (seconds)."""
 
-    retry_interval: float  # STANDBY with the peer down: re-probe this often while vetoed
+    retry_interval: float  # re-probe this often while vetoed, isolated or suspect
     startup_wait: float  # INIT: how long to wait for the peer before deciding alone
     preempt_delay: float  # how long the returning primary must look healthy before failback
-    fault_retry: float  # FAULT: how long before trying again
+    fault_retry: float  # FAULT: how long before trying again (doubles per fault, see below)
+    probe_window: float  # how long a probe listens
+    blip_guard: float  # the keepalive interval: the least a takeover after a deadline listens
+    fault_retry_max: float = 60.0  # the fault backoff stops doubling here
+    announce_again: float = 2.0  # the second gratuitous-ARP burst after becoming ACTIVE
+    announce_interval: float = 0.5  # ACTIVE with the peer link down: announce this often
+    conflict_grace: float = 0.15  # the peer's frames already on the way when we announced
 
 
 class TransitionError(AssertionError):
@@ -204,7 +292,13 @@ class TransitionError(AssertionError):
 
 
 class Failover:
-    """The two-node failover decision maker for one node."""
+    """The two-node failover decision maker for one node.
+
+    Read by the shell for status: `state`, `reason`, `since`, `epoch`, `peer`, `peer_mac`,
+    `eligible`, `cause`, `isolated` (the last takeover probe heard no witness), `suspect` (we hold
+    the VIP but may be cut off: not announcing, re-checking), `vetoed_by` (the MAC of the last
+    veto, cleared on any transition) and `last_claim` (the last MAC heard claiming the VIP).
+    """
 
     def __init__(
         self,
@@ -220,18 +314,34 @@ class Failover:
         self.timing = timing
         self.state = State.INIT
         self.epoch = epoch  # the epoch we own with (or last learned, when not owning)
+        self._stored_epoch = epoch  # what the epoch store said: a restart resumes only with it
         self._seen_epoch = epoch  # the highest epoch ever heard: every takeover goes above it
         self.peer: PeerStatus | None = None
+        self.peer_mac: str | None = None  # from the peer's HELLO; kept while the link is down
         self.reason = Reason.STARTUP
         self.since = now
+        self.eligible = True
+        self.cause = Cause.OK
+        self.isolated = False
+        self.suspect = False
+        self.vetoed_by: str | None = None
+        self.last_claim: str | None = None
         self._started: float | None = None
         self._present = False  # INIT only: an earlier run left the VIP on our interface
-        self._early_silent = False  # the peer went quiet and an early probe found the VIP silent
+        self._epoch_known = True
+        self._blip = False  # the link went down on a missed deadline: the next probe waits longer
         self._next_probe_id = 0
         self._probe: tuple[int, ProbePurpose] | None = None
-        self._retry_at: float | None = None
+        self._retry_at: float | None = None  # STANDBY/PROBING: next takeover probe
+        self._recheck_at: float | None = None  # ACTIVE and suspect: next conflict probe
         self._preempt_at: float | None = None
         self._fault_until: float | None = None
+        self._fault_delay = timing.fault_retry
+        self._burst_at: tuple[float, int] | None = None  # the second burst: when, for which epoch
+        self._periodic_at: float | None = None  # next periodic announcement (link down)
+        self._last_announce: float | None = None
+        self._conflict_at: float | None = None  # when we answered the peer's claim (link down)
+        self._won_epoch = False  # both own, we won, and announced: once per conflict
 
     # ---- what the shell reads --------------------------------------------------------------
 
@@ -240,7 +350,9 @@ class Failover:
         return self.state is State.ACTIVE
 
     def local_status(self) -> LocalStatus:
-        return LocalStatus(state=self.state, owns=self.owns, epoch=self.epoch)
+        return LocalStatus(
+            state=self.state, owns=self.owns, epoch=self.epoch, eligible=self.eligible
+        )
 
     def next_timer(self) -> float | None:
         """When the machine next needs a Tick, if ever (only timers that matter now)."""
@@ -252,7 +364,13 @@ class Failover:
         if state in (State.STANDBY, State.PROBING) and self._candidate():
             return self._retry_at
         if state is State.ACTIVE:
-            return self._preempt_at
+            due = [
+                self._preempt_at,
+                self._burst_at[0] if self._burst_at is not None else None,
+                self._periodic_at,
+                self._recheck_at if self._probe is None else None,
+            ]
+            return min((t for t in due if t is not None), default=None)
         if state is State.FAULT:
             return self._fault_until
         return None
@@ -268,24 +386,38 @@ class Failover:
             heard = event.epoch if isinstance(event, PeerResigned) else event.status.epoch
             self._seen_epoch = max(self._seen_epoch, heard)
         if isinstance(event, Start):
-            self._started = now
-            self._present = event.present
-        elif isinstance(event, PeerQuiet):
-            if self.state is State.STANDBY and self.peer is not None and self._probe is None:
-                self._start_probe(ProbePurpose.EARLY, out)
-        elif isinstance(event, Resumed):
-            if self.state is State.ACTIVE and self.peer is None and self._probe is None:
-                self._start_probe(ProbePurpose.CONFLICT, out)
-        elif isinstance(event, PeerUp | PeerInfo):
+            if self._started is None:
+                self._started = now
+                self._present = event.present
+                self._epoch_known = event.epoch_known
+        elif isinstance(event, PeerUp):
+            if event.mac is not None:
+                self.peer_mac = event.mac.lower()
+            self._on_peer_status(event.status, now, out)
+        elif isinstance(event, PeerInfo):
             self._on_peer_status(event.status, now, out)
         elif isinstance(event, PeerDown):
-            self._on_peer_down(event, now, out)
+            self._on_peer_down(event, out)
         elif isinstance(event, PeerResigned):
-            self._on_resigned(event, now, out)
+            self._on_resigned(now, out)
+        elif isinstance(event, LocalHealth):
+            self.eligible, self.cause = event.eligible, event.cause
         elif isinstance(event, ProbeDone):
             self._on_probe_done(event, now, out)
+        elif isinstance(event, Claimed):
+            self._on_claimed(event.mac.lower(), now, out)
+        elif isinstance(event, Acquired):
+            if self.state is State.ACTIVE and event.epoch == self.epoch:
+                self._fault_delay = self.timing.fault_retry
         elif isinstance(event, BackendFailed):
             self._on_backend_failed(event, now, out)
+        elif isinstance(event, Resumed):
+            if self.state is State.ACTIVE:
+                # Timers ran out while we were frozen, and the peer may have taken over: announce
+                # nothing (no late second burst) until a fresh probe says we are still the owner.
+                self.suspect = True
+                self._burst_at = None
+                self._start_probe(ProbePurpose.CONFLICT, out)
         elif isinstance(event, Shutdown):
             self._on_shutdown(now, out)
             return out
@@ -296,13 +428,11 @@ class Failover:
 
     def _on_peer_status(self, status: PeerStatus, now: float, out: list[Action]) -> None:
         self.peer = status
-        self._early_silent = False  # the peer spoke: whatever the early probe found is moot
-        if self._probe is not None and self._probe[1] is ProbePurpose.EARLY:
-            self._cancel_probe()
+        self._blip = False
         if self.state is State.ACTIVE:
-            if self._probe is not None:
-                self._cancel_probe()  # the peer is back and speaks for itself
-            if status.owns and self._peer_wins(status):
+            if not status.owns:
+                self._won_epoch = False
+            elif self._peer_wins(status):
                 self.epoch = status.epoch
                 out.append(Release(reason=R.HIGHER_EPOCH))
                 self._go(
@@ -312,6 +442,12 @@ class Failover:
                     now,
                     out,
                 )
+            elif not self._won_epoch:
+                # We keep it: clients may have followed the peer's announcement, so bring them
+                # back now rather than when their ARP entries expire.
+                self._won_epoch = True
+                out.append(Conflict(mac=self.peer_mac or "peer", peer=True, verdict=Verdict.KEEP))
+                self._announce("won the epoch", now, out)
             return
         self.epoch = max(self.epoch, status.epoch)
         if self.state is State.PROBING:
@@ -322,28 +458,24 @@ class Failover:
                 self._cancel_probe()
                 self._go(S.STANDBY, R.PEER_CANDIDATE, "peer is back and takes the VIP", now, out)
 
-    def _on_peer_down(self, event: PeerDown, now: float, out: list[Action]) -> None:
+    def _on_peer_down(self, event: PeerDown, out: list[Action]) -> None:
         self.peer = None
         self._preempt_at = None
+        self._won_epoch = False
+        # After a missed deadline the peer may only have blipped: see _start_probe.
+        self._blip = event.reason is LinkDown.DEADLINE_MISSED
         if self.state is State.ACTIVE and self._probe is None:
             # We may have been frozen or cut off while the peer took over: look before we stay.
             self._start_probe(ProbePurpose.CONFLICT, out)
         elif self.state is State.STANDBY:
-            early, self._early_silent = self._early_silent, False
-            if self._probe is not None and self._probe[1] is ProbePurpose.EARLY:
-                # The probe sent when the peer went quiet is still out: its answer decides.
-                self._probe = (self._probe[0], ProbePurpose.TAKEOVER)
-                self._go(S.PROBING, R.PEER_LOST, "wants the VIP, asking the LAN first", now, out)
-            elif early:
-                self._go(S.PROBING, R.PEER_LOST, "wants the VIP, already asked the LAN", now, out)
-                self._take(
-                    R.PROBE_SILENT, "nobody answered the probe sent before the deadline", now, out
-                )
-            else:
-                self._retry_at = None  # probe right away
+            self._retry_at = None  # probe right away (when a candidate)
 
-    def _on_resigned(self, event: PeerResigned, now: float, out: list[Action]) -> None:
+    def _on_resigned(self, now: float, out: list[Action]) -> None:
         if self.state not in (S.INIT, S.STANDBY, S.PROBING) or self._started is None:
+            return
+        if not self.eligible:
+            # Never take while we cannot serve the VIP. The peer resigns only to an eligible
+            # node, so this is a race; the peer sees us ineligible and takes it back after a probe.
             return
         self._cancel_probe()
         self._take(R.PEER_RESIGNED, "peer handed over", now, out)
@@ -353,39 +485,128 @@ class Failover:
             return  # stale: the situation changed while the probe ran
         purpose = self._probe[1]
         self._probe = None
-        answered = event.answered_by
-        if purpose is ProbePurpose.EARLY:
-            self._early_silent = self.state is State.STANDBY and answered is None
-            return
+        if event.rival and event.answered_by is not None:
+            # A rival probe holds nothing. When both nodes probe at once (both lost the link and
+            # the VIP), the primary goes ahead and the secondary waits, so they cannot collide
+            # forever; a stranger's probe still makes us wait.
+            ahead = purpose is ProbePurpose.CONFLICT or (
+                self.is_primary and self._is_peer(event.answered_by)
+            )
+            if ahead:
+                event = ProbeDone(probe_id=event.probe_id, answered_by=None, witness=event.witness)
+        if event.error is None and event.witness is not False:
+            self.isolated = False
         if purpose is ProbePurpose.CONFLICT:
-            if answered is not None and self.state is State.ACTIVE:
-                out.append(Release(reason=R.PROBE_ANSWERED))
-                self._go(
-                    S.STANDBY,
-                    R.PROBE_ANSWERED,
-                    f"lost the peer and {answered} now answers for the VIP: it took over",
-                    now,
-                    out,
-                )
-                self._retry_at = now + self.timing.retry_interval
+            if self.state is State.ACTIVE:
+                self._on_conflict_probe(event, now, out)
             return
         if self.state is not State.PROBING:
             return
-        if answered is not None:
+        answered = event.answered_by
+        if event.error is not None:
+            # Not the backend's fault and no evidence either way: ask again soon.
+            self._retry_at = now + self.timing.retry_interval
+        elif answered is not None:
             # Stay PROBING and ask again shortly: take over the moment the VIP falls silent.
+            self.vetoed_by = answered
             out.append(Vetoed(answered_by=answered))
             if self._present:
                 self._present = False
                 out.append(Release(reason=R.PROBE_ANSWERED))
             self._retry_at = now + self.timing.retry_interval
+        elif event.witness is False:
+            self.vetoed_by = None
+            self.isolated = True
+            sentence = "nobody answered for the VIP, but no witness did either: not taking"
+            out.append(Isolated(sentence=sentence))
+            self._retry_at = now + self.timing.retry_interval
         elif self._candidate():
+            self.vetoed_by = None
             self._take(R.PROBE_SILENT, "nobody answers for the VIP", now, out)
+
+    def _on_conflict_probe(self, event: ProbeDone, now: float, out: list[Action]) -> None:
+        answered = event.answered_by
+        if event.error is not None or (answered is None and event.witness is False):
+            # We may be the one cut off: keep the VIP (the peer may not have it either) but do
+            # not pull clients our way until a probe hears a witness.
+            self.suspect = True
+            self._burst_at = None
+            self._recheck_at = now + self.timing.retry_interval
+            if event.error is None:
+                out.append(Isolated(sentence="holds the VIP but hears no witness: not announcing"))
+            return
+        self.suspect = False
+        self._recheck_at = None
+        if answered is None:
+            self._announce("nobody else answers for the VIP", now, out)
+        elif not self._is_peer(answered):
+            # Never release to a MAC that is not the peer's: a forged reply must not take the VIP
+            # down. Announce so that clients come back to us.
+            out.append(Conflict(mac=answered, peer=False, verdict=Verdict.KEEP))
+            self._announce("another MAC answers for the VIP", now, out)
+        elif self.peer is None:
+            out.append(Release(reason=R.PROBE_ANSWERED))
+            self._go(
+                S.STANDBY,
+                R.PROBE_ANSWERED,
+                f"lost the peer and {answered} now answers for the VIP: it took over",
+                now,
+                out,
+            )
+            self._retry_at = now + self.timing.retry_interval
+        elif not self.peer.owns:
+            # The link is up and the peer says it does not own: its answer is stale.
+            out.append(Conflict(mac=answered, peer=True, verdict=Verdict.KEEP))
+            self._announce("the peer's stale answer for the VIP", now, out)
+        # else: the link is up and both own; the epoch rule has already decided in our favour.
+
+    def _on_claimed(self, mac: str, now: float, out: list[Action]) -> None:
+        self.last_claim = mac
+        if self.state is not State.ACTIVE:
+            return
+        if not self._is_peer(mac):
+            out.append(Conflict(mac=mac, peer=False, verdict=Verdict.KEEP))
+            self._announce_limited("another MAC claims the VIP", now, out)
+            return
+        if self.peer is not None:
+            # The link is up: the keepalives decide who owns (epoch rule in _on_peer_status).
+            if not self.peer.owns:
+                out.append(Conflict(mac=mac, peer=True, verdict=Verdict.KEEP))
+                self._announce_limited("stale or forged claim in the peer's name", now, out)
+            return
+        if self.suspect or not self.eligible or not self.is_primary:
+            self._yield(mac, "the peer claims the VIP and we are the one to give way", now, out)
+            return
+        since = self._conflict_at
+        # A claim long after our answer is a new conflict, not the same one still going on: a
+        # peer that cannot hear us announces every announce_interval, so twice that is plenty.
+        if since is None or now - since > 2 * self.timing.announce_interval:
+            self._conflict_at = now
+            out.append(Conflict(mac=mac, peer=True, verdict=Verdict.KEEP))
+            self._announce("the peer claims the VIP while the link is down", now, out)
+        elif now - since > self.timing.conflict_grace:
+            # The peer (secondary) gives way the moment it hears us; it still claims well after
+            # our announcement, so it cannot hear us: keep the owner the clients heard last.
+            self._yield(mac, "the peer keeps claiming the VIP: it cannot hear us", now, out)
+        else:
+            # Its frames were already on the way when we announced.
+            out.append(Conflict(mac=mac, peer=True, verdict=Verdict.KEEP))
+
+    def _yield(self, mac: str, sentence: str, now: float, out: list[Action]) -> None:
+        out.append(Release(reason=R.CONFLICT))
+        self._go(S.STANDBY, R.CONFLICT, sentence, now, out)
+        out.append(Conflict(mac=mac, peer=True, verdict=Verdict.YIELD))
+        self._retry_at = now + self.timing.retry_interval
 
     def _on_backend_failed(self, event: BackendFailed, now: float, out: list[Action]) -> None:
         if self.state is State.FAULT:
             return
         self._cancel_probe()
-        self._fault_until = now + self.timing.fault_retry
+        self._fault_until = now + self._fault_delay
+        # Back off: a backend that keeps failing (e.g. a missing interface) must not make the
+        # VIP move back and forth every few seconds. Reset by Acquired.
+        ceiling = max(self.timing.fault_retry_max, self.timing.fault_retry)
+        self._fault_delay = min(self._fault_delay * 2, ceiling)
         if self.state is State.ACTIVE:
             out.append(Release(reason=R.BACKEND_FAILED))
         self._go(S.FAULT, R.BACKEND_FAILED, f"{event.op} failed: {event.error}", now, out)
@@ -395,7 +616,7 @@ class Failover:
         self._cancel_probe()
         if was_active:
             out.append(Release(reason=R.SHUTDOWN))
-        if was_active and self.peer is not None:
+        if was_active and self.peer is not None and self.peer.eligible:
             out.append(SendResign(epoch=self.epoch))
         self._go(S.STOPPED, R.SHUTDOWN, "asked to stop", now, out)
         out.append(Stop())
@@ -419,26 +640,85 @@ class Failover:
                 self._go(S.PROBING, reason, "wants the VIP, asking the LAN first", now, out)
                 self._start_probe(ProbePurpose.TAKEOVER, out)
         elif self.state is State.PROBING:
+            if not self.eligible:
+                self._cancel_probe()
+                self._go(S.STANDBY, R.INELIGIBLE, f"not eligible ({self.cause})", now, out)
+                return
             due = self._retry_at is not None and now >= self._retry_at
             if due and self._probe is None and self._candidate():
                 self._retry_at = None
                 self._start_probe(ProbePurpose.TAKEOVER, out)
         elif self.state is State.ACTIVE:
-            self._evaluate_preempt(now, out)
+            self._evaluate_active(now, out)
 
     def _evaluate_init(self, now: float, out: list[Action]) -> None:
         if self._started is None:
             return
         if self.peer is None and now < self._started + self.timing.startup_wait:
             return
-        if self.peer is not None and self.peer.owns:
+        peer = self.peer
+        if peer is not None and peer.owns:
             self._go(S.STANDBY, R.PEER_OWNS, "peer holds the VIP", now, out)
+        elif not self.eligible:
+            self._go(S.STANDBY, R.INELIGIBLE, f"not eligible ({self.cause})", now, out)
+        elif (
+            peer is not None
+            and self._present
+            and self._epoch_known
+            and self._seen_epoch <= self._stored_epoch
+        ):
+            # A restarted daemon whose host kept serving the VIP: keep serving it, no bump and no
+            # move (a crashed daemon must not cause an outage, preempt or not).
+            self.epoch = self._stored_epoch
+            self._present = False
+            self.isolated = False
+            out.append(Acquire(epoch=self.epoch))
+            self._go(
+                S.ACTIVE, R.RESUMED, "still holds the VIP and the peer does not: resuming", now, out
+            )
         elif self._candidate():
-            alone = "peer not reachable" if self.peer is None else "peer does not hold the VIP"
+            alone = "peer not reachable" if peer is None else "peer does not hold the VIP"
             self._go(S.PROBING, R.STARTUP, f"{alone}; asking the LAN first", now, out)
             self._start_probe(ProbePurpose.TAKEOVER, out)
         else:
             self._go(S.STANDBY, R.PEER_CANDIDATE, "the primary peer takes the VIP", now, out)
+
+    def _evaluate_active(self, now: float, out: list[Action]) -> None:
+        peer = self.peer
+        if (
+            not self.eligible
+            and peer is not None
+            and peer.eligible
+            and not peer.owns
+            and peer.state in (S.INIT, S.STANDBY, S.PROBING)  # it takes on RESIGN; FAULT would not
+        ):
+            self._preempt_at = None
+            out.append(Release(reason=R.INELIGIBLE))
+            out.append(SendResign(epoch=self.epoch))
+            self._go(
+                S.STANDBY, R.INELIGIBLE, f"not eligible ({self.cause}): handing over", now, out
+            )
+            return
+        self._evaluate_preempt(now, out)
+        if self.state is not State.ACTIVE:
+            return
+        recheck = self._recheck_at
+        if self.suspect and self._probe is None and recheck is not None and now >= recheck:
+            self._recheck_at = None
+            self._start_probe(ProbePurpose.CONFLICT, out)
+        if self._burst_at is not None and now >= self._burst_at[0]:
+            epoch = self._burst_at[1]
+            self._burst_at = None
+            if epoch == self.epoch and self._may_announce():
+                self._announce("second burst", now, out)
+        if self.peer is None and self._may_announce():
+            # So that a peer that took the VIP blind hears us (and we hear it back).
+            if self._periodic_at is None:
+                self._periodic_at = now + self.timing.announce_interval
+            elif now >= self._periodic_at:
+                self._announce("peer link down", now, out)
+        else:
+            self._periodic_at = None
 
     def _evaluate_preempt(self, now: float, out: list[Action]) -> None:
         peer = self.peer
@@ -447,6 +727,7 @@ class Failover:
             and self.preempt
             and peer is not None
             and peer.state is State.STANDBY
+            and peer.eligible
             and not peer.owns
         )
         if not wants_back:
@@ -464,6 +745,8 @@ class Failover:
 
     def _candidate(self) -> bool:
         """Should this node try for the VIP now (subject to the LAN probe)?"""
+        if not self.eligible:
+            return False
         peer = self.peer
         if peer is None:
             return True
@@ -471,24 +754,57 @@ class Failover:
             return False
         if self.is_primary:
             return peer.state is not State.ACTIVE
-        return peer.state in (State.FAULT, State.STOPPED)
+        return peer.state in (State.FAULT, State.STOPPED) or not peer.eligible
 
     def _peer_wins(self, peer: PeerStatus) -> bool:
         return peer.epoch > self.epoch or (peer.epoch == self.epoch and not self.is_primary)
 
+    def _is_peer(self, mac: str) -> bool:
+        return self.peer_mac is not None and mac.lower() == self.peer_mac
+
+    def _may_announce(self) -> bool:
+        """Periodic and second bursts: only an owner sure of itself, and not mid-check."""
+        checking = self._probe is not None and self._probe[1] is ProbePurpose.CONFLICT
+        return self.state is State.ACTIVE and self.eligible and not self.suspect and not checking
+
+    def _announce(self, reason: str, now: float, out: list[Action]) -> None:
+        assert self.state is State.ACTIVE, "an announcement never follows a release"
+        out.append(Announce(reason=reason))
+        self._last_announce = now
+        self._periodic_at = now + self.timing.announce_interval if self.peer is None else None
+
+    def _announce_limited(self, reason: str, now: float, out: list[Action]) -> None:
+        """An announcement in answer to a claim: at most one per announce_interval, so that a
+        hostile host cannot make us flood the LAN; none while suspect."""
+        last = self._last_announce
+        if self.suspect or (last is not None and now - last < self.timing.announce_interval):
+            return
+        self._announce(reason, now, out)
+
     def _take(self, reason: Reason, sentence: str, now: float, out: list[Action]) -> None:
-        epoch = max(self.epoch, self._seen_epoch) + 1
+        # Saturate rather than exceed the bound: a peer's key holder pushing the epoch to
+        # MAX_EPOCH must not make our next takeover unsendable (the pair would never relink);
+        # at the bound, ties go to the primary like any other tie.
+        epoch = min(max(self.epoch, self._seen_epoch) + 1, MAX_EPOCH)
         self.epoch = self._seen_epoch = epoch
-        self._early_silent = False
         self._present = False
         self._retry_at = None
+        self.isolated = False
         out.append(Acquire(epoch=epoch))
         self._go(S.ACTIVE, reason, sentence, now, out)
 
     def _start_probe(self, purpose: ProbePurpose, out: list[Action]) -> None:
+        window = self.timing.probe_window
+        if purpose is ProbePurpose.TAKEOVER and self._blip:
+            # The deadline passed dead_time after the last keepalive, and a carrier blip that
+            # hid the peer began at most one keepalive interval after that keepalive. A blip
+            # shorter than the dead time is therefore over by deadline + interval: listening
+            # that long lets a peer that merely blipped answer before we decide.
+            window = max(window, self.timing.blip_guard)
+        self._blip = False
         self._next_probe_id += 1
         self._probe = (self._next_probe_id, purpose)
-        out.append(Probe(probe_id=self._next_probe_id, purpose=purpose))
+        out.append(Probe(probe_id=self._next_probe_id, purpose=purpose, window=window))
 
     def _cancel_probe(self) -> None:
         self._probe = None
@@ -502,8 +818,16 @@ class Failover:
             self._present = False
             out.append(Release(reason=reason))
         if frm is S.ACTIVE:
-            self._preempt_at = None
+            self._probe = None  # a conflict probe's answer no longer matters
+            self._preempt_at = self._recheck_at = self._periodic_at = self._conflict_at = None
+            self._burst_at = None
+            self.suspect = self._won_epoch = False
+        if to is S.ACTIVE:
+            self._burst_at = (now + self.timing.announce_again, self.epoch)
         if to is S.FAULT:
             self._retry_at = None
+        if frm is S.PROBING:
+            self.isolated = False  # it describes the takeover probes, which end here
+        self.vetoed_by = None
         self.state, self.reason, self.since = to, reason, now
         out.append(Transition(frm=frm, to=to, reason=reason, sentence=sentence, epoch=self.epoch))

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from havip.core.states import State
 from havip.core.wire import (
+    MAX_EPOCH,
     PROTOCOL_VERSION,
+    Close,
     ErrorKind,
     Hello,
     Keepalive,
@@ -19,6 +21,19 @@ from havip.core.wire import (
     ProtocolError,
     Resign,
 )
+
+__all__ = [
+    "MAX_EPOCH",
+    "LocalStatus",
+    "PeerClosing",
+    "PeerHello",
+    "PeerResign",
+    "PeerSession",
+    "PeerStatus",
+    "PeerUpdate",
+    "SessionEvent",
+    "format_mac",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +43,7 @@ class PeerStatus:
     state: State
     owns: bool
     epoch: int
+    eligible: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +53,7 @@ class LocalStatus:
     state: State
     owns: bool
     epoch: int
+    eligible: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +62,7 @@ class PeerHello:
 
     status: PeerStatus
     boot_id: bytes
+    mac: str | None  # its VIP interface's MAC, "aa:bb:cc:dd:ee:ff"; None when it sent zeros
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,10 +80,24 @@ class PeerResign:
     epoch: int
 
 
-SessionEvent = PeerHello | PeerUpdate | PeerResign
+@dataclass(frozen=True, kw_only=True)
+class PeerClosing:
+    """The peer is closing the connection and says why (e.g. it refused our HELLO)."""
+
+    kind: ErrorKind
+    detail: str
 
 
-MAX_EPOCH = 2**62  # far beyond any real count of takeovers; leaves room to add to it
+SessionEvent = PeerHello | PeerUpdate | PeerResign | PeerClosing
+
+
+def format_mac(raw: bytes) -> str | None:
+    """Six bytes as aa:bb:cc:dd:ee:ff, or None for all zeros (the sender did not know it)."""
+    if len(raw) != 6:
+        raise ValueError(f"a MAC is 6 bytes, got {len(raw)}")
+    if not any(raw):
+        return None
+    return ":".join(f"{b:02x}" for b in raw)
 
 
 def _us(seconds: float) -> int:
@@ -110,8 +142,11 @@ class PeerSession:
         """True once the peer's HELLO was accepted."""
         return self._hello_seen
 
-    def hello(self, status: LocalStatus) -> Hello:
-        """Our HELLO, the first message on every connection."""
+    def hello(self, status: LocalStatus, mac: bytes) -> Hello:
+        """Our HELLO, the first message on every connection; `mac` is our VIP interface's MAC
+        (6 bytes, all zero when unknown)."""
+        if len(mac) != 6:
+            raise ValueError(f"mac must be 6 bytes, got {len(mac)}")
         return Hello(
             version=PROTOCOL_VERSION,
             node=self._me,
@@ -121,6 +156,8 @@ class PeerSession:
             state=status.state,
             owns=status.owns,
             epoch=status.epoch,
+            eligible=status.eligible,
+            mac=mac,
         )
 
     def keepalive(self, status: LocalStatus, now: float) -> Keepalive:
@@ -134,6 +171,7 @@ class PeerSession:
             seq=self._seq_out,
             state=status.state,
             owns=status.owns,
+            eligible=status.eligible,
             epoch=status.epoch,
             sent_us=_us(now),
             echo_us=echo,
@@ -144,6 +182,10 @@ class PeerSession:
         """A RESIGN message (it shares the keepalive sequence, which only goes up)."""
         self._seq_out += 1
         return Resign(seq=self._seq_out, epoch=epoch)
+
+    def close(self, kind: ErrorKind, detail: str) -> Close:
+        """A CLOSE message: we refuse the peer, and tell it why before we hang up."""
+        return Close(kind=kind, detail=detail)
 
     def expired(self, now: float) -> bool:
         """True when the peer has been silent past the dead time."""
@@ -164,6 +206,9 @@ class PeerSession:
 
     def receive(self, msg: Message, now: float) -> SessionEvent:
         """Validate one message from the peer; raises ProtocolError when it breaks the rules."""
+        if isinstance(msg, Close):
+            # Valid before and after HELLO: a peer that refuses our HELLO says so with it.
+            return PeerClosing(kind=msg.kind, detail=msg.detail)
         if msg.epoch > MAX_EPOCH:
             # Our next takeover must fit the wire: refuse rather than overflow later.
             raise ProtocolError(ErrorKind.MALFORMED, f"epoch {msg.epoch} is out of range")
@@ -183,9 +228,8 @@ class PeerSession:
         rtt = None
         if msg.echo_us:
             rtt = max(0.0, (_us(now) - msg.echo_us - msg.held_us) / 1_000_000)
-        return PeerUpdate(
-            status=PeerStatus(state=msg.state, owns=msg.owns, epoch=msg.epoch), rtt=rtt
-        )
+        status = PeerStatus(state=msg.state, owns=msg.owns, epoch=msg.epoch, eligible=msg.eligible)
+        return PeerUpdate(status=status, rtt=rtt)
 
     def _receive_hello(self, msg: Hello, now: float) -> PeerHello:
         if self._hello_seen:
@@ -210,10 +254,15 @@ class PeerSession:
                 f"peer has preempt={str(msg.preempt).lower()}, "
                 f"ours is {str(self._preempt).lower()}",
             )
+        if len(msg.mac) != 6:
+            raise ProtocolError(ErrorKind.MALFORMED, f"HELLO mac is {len(msg.mac)} bytes, not 6")
         self._hello_seen = True
         self.peer_boot_id = msg.boot_id
         self.deadline = now + self._dead_time
         return PeerHello(
-            status=PeerStatus(state=msg.state, owns=msg.owns, epoch=msg.epoch),
+            status=PeerStatus(
+                state=msg.state, owns=msg.owns, epoch=msg.epoch, eligible=msg.eligible
+            ),
             boot_id=msg.boot_id,
+            mac=format_mac(msg.mac),
         )

@@ -32,6 +32,9 @@ class Reason(StrEnum):
     BACKEND_FAILED = "backend_failed"
     FAULT_CLEARED = "fault_cleared"
     SHUTDOWN = "shutdown"
+    INELIGIBLE = "ineligible"  # this node cannot serve the VIP (link down, no witness...)
+    CONFLICT = "conflict"  # released after hearing the peer claim the VIP on the LAN
+    RESUMED = "resumed"  # a restarted daemon keeps the VIP it still holds
 
 
 class LinkDown(StrEnum):
@@ -40,3 +43,13 @@ class LinkDown(StrEnum):
     DEADLINE_MISSED = "deadline_missed"
     CONNECTION_LOST = "connection_lost"
     PROTOCOL_ERROR = "protocol_error"
+
+
+class Cause(StrEnum):
+    """Why a node is not eligible to hold the VIP (OK: it is)."""
+
+    LINK_DOWN = "link_down"  # the VIP interface is administratively down
+    NO_CARRIER = "no_carrier"  # the VIP interface is up but has no carrier
+    NO_INTERFACE = "no_interface"  # the VIP interface does not exist
+    NO_WITNESS = "no_witness"  # witnesses are configured and none answers
+    OK = "ok"

@@ -14,8 +14,12 @@ from enum import IntEnum, StrEnum
 
 from havip.core.states import State
 
-PROTOCOL_VERSION = 1
-MAX_FRAME = 512  # bytes of payload; our largest message is well under 200
+PROTOCOL_VERSION = 2
+MAX_FRAME = 512  # bytes of payload: HELLO is 37 plus its two names; the rest are smaller
+#: The one bound on ownership epochs, on the wire and in the state machine. Far beyond any real
+#: count of takeovers, and far enough below 2**64 that adding to it can never overflow a u64.
+MAX_EPOCH = 2**62
+MAX_DETAIL = 200  # bytes of UTF-8 in a CLOSE message's detail
 _LEN = struct.Struct("!I")
 
 STATE_CODES: dict[State, int] = {
@@ -33,10 +37,11 @@ class MessageType(IntEnum):
     HELLO = 1
     KEEPALIVE = 2
     RESIGN = 3
+    CLOSE = 4
 
 
 class ErrorKind(StrEnum):
-    """Kinds of protocol error; each is a metric label."""
+    """Kinds of protocol error; each is a metric label (and has a wire code, ERROR_CODES)."""
 
     MALFORMED = "malformed"
     OVERSIZED = "oversized"
@@ -44,6 +49,18 @@ class ErrorKind(StrEnum):
     OUT_OF_ORDER = "out_of_order"
     VERSION = "version"
     CONFIG_MISMATCH = "config_mismatch"
+
+
+#: Stable wire codes of ErrorKind (in CLOSE): a compatibility promise, never renumber.
+ERROR_CODES: dict[ErrorKind, int] = {
+    ErrorKind.MALFORMED: 1,
+    ErrorKind.OVERSIZED: 2,
+    ErrorKind.UNKNOWN_TYPE: 3,
+    ErrorKind.OUT_OF_ORDER: 4,
+    ErrorKind.VERSION: 5,
+    ErrorKind.CONFIG_MISMATCH: 6,
+}
+_CODE_ERRORS = {code: kind for kind, code in ERROR_CODES.items()}
 
 
 class ProtocolError(Exception):
@@ -67,6 +84,8 @@ class Hello:
     state: State
     owns: bool
     epoch: int
+    eligible: bool
+    mac: bytes  # 6 bytes: the MAC of the sender's VIP interface, all zero when unknown
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +99,7 @@ class Keepalive:
     seq: int
     state: State
     owns: bool
+    eligible: bool
     epoch: int
     sent_us: int
     echo_us: int = 0
@@ -94,11 +114,24 @@ class Resign:
     epoch: int
 
 
-Message = Hello | Keepalive | Resign
+@dataclass(frozen=True, kw_only=True)
+class Close:
+    """ "I am closing this connection because ...": sent by a side that refuses the other (e.g.
+    a config mismatch), so the other side can count and log the real reason. Valid at any time,
+    also before HELLO. The encoder truncates `detail` to MAX_DETAIL bytes."""
 
-_HELLO = struct.Struct("!HBBBQ16s")  # version, preempt, state, owns, epoch, boot_id (+ 2 strings)
-_KEEPALIVE = struct.Struct("!QBBQQQI")  # seq, state, owns, epoch, sent_us, echo_us, held_us
+    kind: ErrorKind
+    detail: str
+
+
+Message = Hello | Keepalive | Resign | Close
+
+# version, preempt, state, owns, eligible, epoch, boot_id, mac (+ node and primary as strings)
+_HELLO = struct.Struct("!HBBBBQ16s6s")
+# seq, state, owns, eligible, epoch, sent_us, echo_us, held_us
+_KEEPALIVE = struct.Struct("!QBBBQQQI")
 _RESIGN = struct.Struct("!QQ")  # seq, epoch
+_CLOSE = struct.Struct("!B")  # kind code (+ detail as a string)
 _U64 = 2**64
 
 
@@ -109,19 +142,39 @@ def _pack_str(text: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
+def truncate_utf8(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, never inside a character."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    # Cutting bytes can split the last character; "ignore" drops just that partial tail.
+    return raw[:limit].decode(errors="ignore")
+
+
+def _check_epoch(epoch: int) -> int:
+    # Our own bug if it fails (the machine saturates at MAX_EPOCH), never the peer's.
+    if not 0 <= epoch <= MAX_EPOCH:
+        raise ValueError(f"epoch {epoch} is outside 0..MAX_EPOCH")
+    return epoch
+
+
 def encode(msg: Message) -> bytes:
-    """One complete frame for `msg`."""
+    """One complete frame for `msg`; ValueError when `msg` cannot be sent as it is (our bug)."""
     if isinstance(msg, Hello):
         if len(msg.boot_id) != 16:
             raise ValueError(f"boot_id must be 16 bytes, got {len(msg.boot_id)}")
+        if len(msg.mac) != 6:
+            raise ValueError(f"mac must be 6 bytes, got {len(msg.mac)}")
         body = (
             _HELLO.pack(
                 msg.version,
                 msg.preempt,
                 STATE_CODES[msg.state],
                 msg.owns,
-                msg.epoch,
+                msg.eligible,
+                _check_epoch(msg.epoch),
                 msg.boot_id,
+                msg.mac,
             )
             + _pack_str(msg.node)
             + _pack_str(msg.primary)
@@ -132,15 +185,19 @@ def encode(msg: Message) -> bytes:
             msg.seq,
             STATE_CODES[msg.state],
             msg.owns,
-            msg.epoch,
+            msg.eligible,
+            _check_epoch(msg.epoch),
             msg.sent_us % _U64,
             msg.echo_us % _U64,
             min(msg.held_us, 2**32 - 1),
         )
         mtype = MessageType.KEEPALIVE
-    else:
-        body = _RESIGN.pack(msg.seq, msg.epoch)
+    elif isinstance(msg, Resign):
+        body = _RESIGN.pack(msg.seq, _check_epoch(msg.epoch))
         mtype = MessageType.RESIGN
+    else:
+        body = _CLOSE.pack(ERROR_CODES[msg.kind]) + _pack_str(truncate_utf8(msg.detail, MAX_DETAIL))
+        mtype = MessageType.CLOSE
     payload = bytes([mtype]) + body
     return _LEN.pack(len(payload)) + payload
 
@@ -171,6 +228,13 @@ def _unpack_str(body: bytes, offset: int) -> tuple[str, int]:
         raise ProtocolError(ErrorKind.MALFORMED, "string is not UTF-8") from None
 
 
+def _epoch(value: int) -> int:
+    if value > MAX_EPOCH:
+        # Refuse what our own next takeover (epoch + 1) could not send back.
+        raise ProtocolError(ErrorKind.MALFORMED, f"epoch {value} is out of range (> 2**62)")
+    return value
+
+
 def _exact(body: bytes, st: struct.Struct, name: str) -> tuple[int, ...]:
     if len(body) != st.size:
         raise ProtocolError(ErrorKind.MALFORMED, f"{name} body is {len(body)} bytes, not {st.size}")
@@ -185,7 +249,7 @@ def decode_payload(payload: bytes) -> Message:
     if mtype == MessageType.HELLO:
         if len(body) < _HELLO.size:
             raise ProtocolError(ErrorKind.MALFORMED, "HELLO too short")
-        version, preempt, state, owns, epoch, boot_id = _HELLO.unpack_from(body)
+        version, preempt, state, owns, eligible, epoch, boot_id, mac = _HELLO.unpack_from(body)
         node, offset = _unpack_str(body, _HELLO.size)
         primary, offset = _unpack_str(body, offset)
         if offset != len(body):
@@ -198,22 +262,37 @@ def decode_payload(payload: bytes) -> Message:
             boot_id=boot_id,
             state=_state(state),
             owns=_flag(owns),
-            epoch=epoch,
+            epoch=_epoch(epoch),
+            eligible=_flag(eligible),
+            mac=mac,
         )
     if mtype == MessageType.KEEPALIVE:
-        seq, state, owns, epoch, sent, echo, held = _exact(body, _KEEPALIVE, "KEEPALIVE")
+        seq, state, owns, eligible, epoch, sent, echo, held = _exact(body, _KEEPALIVE, "KEEPALIVE")
         return Keepalive(
             seq=seq,
             state=_state(state),
             owns=_flag(owns),
-            epoch=epoch,
+            eligible=_flag(eligible),
+            epoch=_epoch(epoch),
             sent_us=sent,
             echo_us=echo,
             held_us=held,
         )
     if mtype == MessageType.RESIGN:
         seq, epoch = _exact(body, _RESIGN, "RESIGN")
-        return Resign(seq=seq, epoch=epoch)
+        return Resign(seq=seq, epoch=_epoch(epoch))
+    if mtype == MessageType.CLOSE:
+        if not body:
+            raise ProtocolError(ErrorKind.MALFORMED, "CLOSE without a kind")
+        kind = _CODE_ERRORS.get(body[0])
+        if kind is None:
+            raise ProtocolError(ErrorKind.MALFORMED, f"CLOSE with unknown kind code {body[0]}")
+        detail, offset = _unpack_str(body, 1)
+        if offset != len(body):
+            raise ProtocolError(ErrorKind.MALFORMED, "trailing bytes after CLOSE")
+        if offset - 2 > MAX_DETAIL:
+            raise ProtocolError(ErrorKind.MALFORMED, f"CLOSE detail longer than {MAX_DETAIL} bytes")
+        return Close(kind=kind, detail=detail)
     raise ProtocolError(ErrorKind.UNKNOWN_TYPE, f"unknown message type {mtype}")
 
 

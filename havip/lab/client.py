@@ -29,6 +29,7 @@ The analysis helpers at the bottom are pure and need no root.
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import json
 import math
@@ -44,6 +45,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address
+from itertools import pairwise
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -56,6 +58,7 @@ from havip.backends.arp import (
     ZERO_MAC,
     build_arp,
     gratuitous_frames,
+    mac_bytes,
     mac_text,
     parse_arp,
 )
@@ -165,9 +168,10 @@ def run_send(*, to: str, port: int, timeout: float, payload: bytes = b"ping") ->
     return 0
 
 
-def run_garp(*, ip: str, iface: str, count: int, gap: float) -> int:
-    """Announce ip at iface's MAC: `count` rounds of request + reply gratuitous ARP."""
-    frames = gratuitous_frames(iface_mac(iface), IPv4Address(ip))
+def run_garp(*, ip: str, iface: str, count: int, gap: float, mac: str | None = None) -> int:
+    """Announce ip at iface's MAC (or a forged `mac`): `count` rounds of request + reply
+    gratuitous ARP. The forged MAC is the Ethernet source and the ARP sender alike."""
+    frames = gratuitous_frames(mac_bytes(mac) if mac else iface_mac(iface), IPv4Address(ip))
     with _packet_socket(iface) as sock:
         for i in range(count):
             for frame in frames:
@@ -175,6 +179,92 @@ def run_garp(*, ip: str, iface: str, count: int, gap: float) -> int:
             if i + 1 < count:
                 time.sleep(gap)
     return 0
+
+
+# --------------------------------------------------------------------------- handshake flood
+
+MAX_FLOOD_CONNS = 1024
+
+
+@dataclass(kw_only=True)
+class FloodStats:
+    """What a flood did: connection attempts, how many got through, how many the server shut."""
+
+    attempts: int = 0
+    established: int = 0
+    closed_by_server: int = 0
+    failed: int = 0
+
+
+def run_flood(*, to: str, port: int, conns: int, duration: float, gap: float = 0.05) -> FloodStats:
+    """Keep `conns` silent TCP connections to to:port for `duration` seconds.
+
+    Each connection sends nothing (a client that never starts its TLS handshake); whenever the
+    server closes one, or a connect fails, it is opened again after `gap`, so the server's
+    handshake slots stay full. Bounded: at most MAX_FLOOD_CONNS connections, and the loop ends
+    at `duration` whatever happens. Prints 'ready' once every connection was attempted.
+    """
+    if not 1 <= conns <= MAX_FLOOD_CONNS:
+        raise ValueError(f"flood: --conns {conns} is outside 1..{MAX_FLOOD_CONNS}")
+    stats = FloodStats()
+    sel = selectors.DefaultSelector()
+    due: dict[int, float] = dict.fromkeys(range(conns), 0.0)  # slot -> when to (re)connect
+    live: dict[int, socket.socket] = {}
+    connecting: set[int] = set()
+    start = time.monotonic()
+    end = start + duration
+    announced = False
+
+    def drop(slot: int, now: float) -> None:
+        sock = live.pop(slot)
+        sel.unregister(sock)
+        sock.close()
+        connecting.discard(slot)
+        due[slot] = now + gap
+
+    try:
+        while (now := time.monotonic()) < end:
+            for slot in [s for s, when in due.items() if when <= now]:
+                del due[slot]
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                stats.attempts += 1
+                code = sock.connect_ex((to, port))
+                if code not in (0, errno.EINPROGRESS):
+                    stats.failed += 1
+                    sock.close()
+                    due[slot] = now + gap
+                    continue
+                live[slot] = sock
+                connecting.add(slot)
+                sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, slot)
+            if not announced:
+                print("ready", flush=True)
+                announced = True
+            wake = min([end, *due.values()])
+            for key, _ in sel.select(max(0.0, min(wake - time.monotonic(), 0.1))):
+                slot, sock = key.data, live[key.data]
+                if slot in connecting:
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
+                        stats.failed += 1
+                        drop(slot, time.monotonic())
+                        continue
+                    connecting.discard(slot)
+                    stats.established += 1
+                    sel.modify(sock, selectors.EVENT_READ, slot)
+                    continue
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:  # the server gave up on us: come straight back
+                    stats.closed_by_server += 1
+                    drop(slot, time.monotonic())
+    finally:
+        for sock in live.values():
+            sock.close()
+        sel.close()
+    return stats
 
 
 # --------------------------------------------------------------------------- client probe
@@ -532,6 +622,38 @@ def double_answers(samples: Iterable[Sample]) -> int:
     return sum(1 for s in samples if len(set(s.arp_macs)) >= 2)
 
 
+def double_answer_ms(samples: Sequence[Sample]) -> float:
+    """Time (ms) covered by rounds in which two or more MACs answered ARP for the VIP.
+
+    Each such round counts from its send to the next round's send (the last one counts the
+    median spacing), so the number is comparable to a duration target."""
+    ordered = sorted(samples, key=lambda s: s.seq)
+    if len(ordered) < 2:
+        return 0.0
+    gaps = [b.t_send - a.t_send for a, b in pairwise(ordered)]
+    spacing = sorted(gaps)[len(gaps) // 2]
+    total = 0.0
+    for i, sample in enumerate(ordered):
+        if len(set(sample.arp_macs)) >= 2:
+            total += gaps[i] if i < len(gaps) else spacing
+    return total * 1000.0
+
+
+def owner_moves(samples: Iterable[Sample]) -> list[tuple[float, str | None, str]]:
+    """Each change of the node answering the client: (time, from, to), in order.
+
+    Unanswered rounds are skipped, so an outage that ends at the same node is no move."""
+    moves: list[tuple[float, str | None, str]] = []
+    last: str | None = None
+    for sample in sorted(samples, key=lambda s: s.seq):
+        if sample.answer is None:
+            continue
+        if last is not None and sample.answer != last:
+            moves.append((sample.t_answer or sample.t_send, last, sample.answer))
+        last = sample.answer
+    return moves
+
+
 def first_answer_from(samples: Iterable[Sample], node: str, after: float) -> float | None:
     """The earliest time >= after at which node's answer reached the client, or None."""
     times = [
@@ -597,6 +719,20 @@ def _parser() -> argparse.ArgumentParser:
     garp.add_argument("--iface", default=DEFAULT_IFACE)
     garp.add_argument("--count", type=int, choices=range(1, 101), default=3, metavar="1..100")
     garp.add_argument("--gap", type=lambda v: _bounded_float("--gap", 0.0, 10.0, v), default=0.05)
+    garp.add_argument("--mac", help="forged source MAC (default: the interface's own)")
+
+    flood = sub.add_parser("flood", help="hold silent TCP connections open, reconnecting")
+    flood.add_argument("--to", required=True)
+    flood.add_argument("--port", type=int, required=True)
+    flood.add_argument(
+        "--conns", type=int, choices=range(1, MAX_FLOOD_CONNS + 1), default=64, metavar="1..1024"
+    )
+    flood.add_argument(
+        "--duration",
+        type=lambda v: _bounded_float("--duration", 0.0, MAX_DURATION_S, v),
+        default=10.0,
+    )
+    flood.add_argument("--gap", type=lambda v: _bounded_float("--gap", 0.0, 10.0, v), default=0.05)
     return parser
 
 
@@ -609,7 +745,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "send":
             return run_send(to=args.to, port=args.port, timeout=args.timeout)
         if args.command == "garp":
-            return run_garp(ip=args.ip, iface=args.iface, count=args.count, gap=args.gap)
+            return run_garp(
+                ip=args.ip, iface=args.iface, count=args.count, gap=args.gap, mac=args.mac
+            )
+        if args.command == "flood":
+            fs = run_flood(
+                to=args.to, port=args.port, conns=args.conns, duration=args.duration, gap=args.gap
+            )
+            print(
+                f"labclient flood: attempts={fs.attempts} established={fs.established}"
+                f" closed_by_server={fs.closed_by_server} failed={fs.failed}",
+                file=sys.stderr,
+            )
+            return 0
         opts = ClientOptions(
             vip=args.vip,
             port=args.port,

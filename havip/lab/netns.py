@@ -1,14 +1,23 @@
 """A throwaway lab of Linux network namespaces: a bridge, two servers and a client.
 
-    LAN namespace:  br0 ── <prefix>n1 ── eth0 in n1      198.18.0.1/24
-                        ├─ <prefix>n2 ── eth0 in n2      198.18.0.2/24
-                        └─ <prefix>cl ── eth0 in client  198.18.0.10/24
+    LAN namespace:  br0 ── <prefix>n1 ── eth0 in n1      198.18.0.1/24   default via .254
+                        ├─ <prefix>n2 ── eth0 in n2      198.18.0.2/24   default via .254
+                        ├─ <prefix>cl ── eth0 in client  198.18.0.10/24 + 198.18.0.254/24
+                        └─ <prefix>rg ── eth0 in rogue   198.18.0.66/24  (Lab(rogue=True))
+                    br1 ── <prefix>h1 ── eth1 in n1      198.19.0.1/24   (Lab(heartbeat_net=True))
+                        └─ <prefix>h2 ── eth1 in n2      198.19.0.2/24
 
-The VIP (198.18.0.100/24) is left to the daemons. Faults are nftables rules in the LAN
-namespace's bridge (loss, a cut heartbeat, a layer-2 partition) and link changes. Nothing is
-created in the root namespace: the veth pairs are created straight into the lab namespaces.
-Everything the lab makes (namespaces, processes) is removed by `destroy()`, which also runs at
-interpreter exit and on leaving the context manager.
+The VIP (198.18.0.100/24) is left to the daemons. The client namespace also holds the "gateway"
+198.18.0.254, n1's and n2's default route, so the daemons' default witness exists and answers
+ARP. The optional second network carries the heartbeat when a scenario wants the VIP's link
+faults not to touch it. The optional "rogue" host can claim the VIP and forge gratuitous ARP.
+
+Faults are nftables rules in the LAN namespace's bridge (loss, a cut heartbeat, a layer-2
+partition, a node's port dropping everything, one-way loss) and link changes (admin down inside
+a node, carrier loss by downing the bridge side of its veth, carrier blips). Nothing is created
+in the root namespace: the veth pairs are created straight into the lab namespaces. Everything
+the lab makes (namespaces, processes) is removed by `destroy()`, which also runs at interpreter
+exit and on leaving the context manager.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -32,23 +42,43 @@ from typing import Any
 from havip.lab.client import ECHO_PORT, ArpMode
 
 NODES = ("n1", "n2", "client")
+SERVERS = ("n1", "n2")
+ROGUE = "rogue"
+ALL_NODES = (*NODES, ROGUE)
 LAN = "lan"
 IFACE = "eth0"
+HB_IFACE = "eth1"
 BRIDGE = "br0"
+HB_BRIDGE = "br1"
 PREFIXLEN = 24
-ADDRESSES = {"n1": "198.18.0.1", "n2": "198.18.0.2", "client": "198.18.0.10"}
+ADDRESSES = {"n1": "198.18.0.1", "n2": "198.18.0.2", "client": "198.18.0.10", ROGUE: "198.18.0.66"}
+HB_ADDRESSES = {"n1": "198.19.0.1", "n2": "198.19.0.2"}
+GATEWAY = "198.18.0.254"  # held by the client namespace; n1's and n2's default route
 VIP = "198.18.0.100"
 VIP_CIDR = f"{VIP}/{PREFIXLEN}"
 CMD_TIMEOUT_S = 10.0
 KILL_WAIT_S = 5.0
+MAX_BLIPS = 1000
+MAX_BLIP_S = 60.0
 
-_PORT_SUFFIX = {"n1": "n1", "n2": "n2", "client": "cl"}
+
+class Isolation(StrEnum):
+    """How isolate() cuts a node off its switch port."""
+
+    DROP = "drop"  # the port drops every frame both ways; the node keeps carrier
+    CARRIER = "carrier"  # the bridge side of the node's veth goes down: the node sees NO-CARRIER
+
+
+_PORT_SUFFIX = {"n1": "n1", "n2": "n2", "client": "cl", ROGUE: "rg"}
+_HB_PORT_SUFFIX = {"n1": "h1", "n2": "h2"}
 _TABLE = "havip_lab"
 _MARK = "havip-lab"
 _BASE_CHAIN = "havip_fwd"
 _LOSS_CHAIN = "havip_loss"
 _HB_CHAIN = "havip_hb"
 _L2_CHAIN = "havip_l2"
+_ISO_CHAIN = "havip_iso"
+_ONEWAY_CHAIN = "havip_oneway"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -82,10 +112,17 @@ def _unique_prefix(tag: str = "hv") -> str:
 class Lab:
     """The namespace lab. Use as a context manager, or call create() and destroy()."""
 
-    def __init__(self, prefix: str | None = None) -> None:
+    def __init__(
+        self, prefix: str | None = None, *, heartbeat_net: bool = False, rogue: bool = False
+    ) -> None:
         self.prefix = prefix or _unique_prefix()
         if len(self.prefix) > 12:
             raise ValueError(f"lab prefix {self.prefix!r} is longer than 12 characters")
+        self.heartbeat_net = heartbeat_net
+        self.rogue = rogue
+        self.nodes: tuple[str, ...] = (*NODES, ROGUE) if rogue else NODES
+        self._drop_isolated: set[str] = set()
+        self._one_way: set[tuple[str, str]] = set()
         self._namespaces: list[str] = []
         self._procs: list[subprocess.Popen[Any]] = []
         self._macs: dict[str, str] = {}
@@ -146,7 +183,7 @@ class Lab:
         return self
 
     def _build(self) -> None:
-        for node in (LAN, *NODES):
+        for node in (LAN, *self.nodes):
             _run(["ip", "netns", "add", self.ns_name(node)])
             self._namespaces.append(self.ns_name(node))
         lan = self.ns_name(LAN)
@@ -156,36 +193,65 @@ class Lab:
         owner = f"{_MARK} prefix={self.prefix} pid={os.getpid()} start={_start_time(os.getpid())}"
         _run(["ip", "-n", lan, "link", "set", BRIDGE, "alias", owner])
         _run(["ip", "-n", lan, "link", "set", BRIDGE, "up"])
-        for node in NODES:
-            ns, port = self.ns_name(node), self.port_name(node)
-            veth = ["ip", "link", "add", "name", port, "netns", lan, "type", "veth"]
-            _run([*veth, "peer", "name", IFACE, "netns", ns])
-            _run(["ip", "-n", lan, "link", "set", port, "master", BRIDGE, "up"])
+        for node in self.nodes:
+            ns = self.ns_name(node)
+            self._add_port(self.port_name(node), BRIDGE, ns, IFACE, ADDRESSES[node])
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _run(["ip", "-n", ns, "addr", "add", f"{ADDRESSES[node]}/{PREFIXLEN}", "dev", IFACE])
-            _run(["ip", "-n", ns, "link", "set", IFACE, "up"])
+        # The witness: the gateway address lives in the client namespace and answers ARP.
+        client = self.ns_name("client")
+        _run(["ip", "-n", client, "addr", "add", f"{GATEWAY}/{PREFIXLEN}", "dev", IFACE])
+        for node in SERVERS:
+            _run(["ip", "-n", self.ns_name(node), "route", "add", "default", "via", GATEWAY])
+        if self.heartbeat_net:
+            bridge = ["ip", "-n", lan, "link", "add", "name", HB_BRIDGE, "type", "bridge"]
+            _run([*bridge, "stp_state", "0"])
+            _run(["ip", "-n", lan, "link", "set", HB_BRIDGE, "up"])
+            for node in SERVERS:
+                port = self.hb_port_name(node)
+                self._add_port(port, HB_BRIDGE, self.ns_name(node), HB_IFACE, HB_ADDRESSES[node])
         _run(["ip", "netns", "exec", lan, "nft", "-f", "-"], stdin=_nft_table_script())
-        for node in NODES:
+        for node in self.nodes:
             self._wait_carrier(node)
             self._macs[node] = self._read_mac(node)
+        if self.heartbeat_net:
+            for node in SERVERS:
+                self._wait_carrier(node, HB_IFACE)
 
-    def _wait_carrier(self, node: str) -> None:
+    def _add_port(self, port: str, bridge: str, ns: str, iface: str, address: str) -> None:
+        lan = self.ns_name(LAN)
+        veth = ["ip", "link", "add", "name", port, "netns", lan, "type", "veth"]
+        _run([*veth, "peer", "name", iface, "netns", ns])
+        _run(["ip", "-n", lan, "link", "set", port, "master", bridge, "up"])
+        _run(["ip", "-n", ns, "addr", "add", f"{address}/{PREFIXLEN}", "dev", iface])
+        _run(["ip", "-n", ns, "link", "set", iface, "up"])
+
+    def _wait_carrier(self, node: str, iface: str = IFACE, *, up: bool = True) -> None:
         deadline = time.monotonic() + CMD_TIMEOUT_S
         while True:
-            info = self._link_info(node)
-            if "LOWER_UP" in info.get("flags", []):
+            if self.carrier(node, iface) == up:
                 return
             if time.monotonic() >= deadline:
-                raise LabError(f"lab: {self.ns_name(node)}/{IFACE} has no carrier after setup")
+                want = "carrier" if up else "carrier loss"
+                raise LabError(
+                    f"lab: {self.ns_name(node)}/{iface}: no {want} after {CMD_TIMEOUT_S} s"
+                )
             time.sleep(0.01)
 
-    def _link_info(self, node: str) -> dict[str, Any]:
-        out = _run(["ip", "-n", self.ns_name(node), "-j", "link", "show", "dev", IFACE]).stdout
+    def _link_info(self, node: str, iface: str = IFACE) -> dict[str, Any]:
+        out = _run(["ip", "-n", self.ns_name(node), "-j", "link", "show", "dev", iface]).stdout
         links = json.loads(out)
         if not links:
-            raise LabError(f"lab: no {IFACE} in {self.ns_name(node)}")
+            raise LabError(f"lab: no {iface} in {self.ns_name(node)}")
         info: dict[str, Any] = links[0]
         return info
+
+    def carrier(self, node: str, iface: str = IFACE) -> bool:
+        """Whether node's interface has carrier (LOWER_UP)."""
+        return "LOWER_UP" in self._link_info(node, iface).get("flags", [])
+
+    def admin_up(self, node: str, iface: str = IFACE) -> bool:
+        """Whether node's interface is administratively up (IFF_UP)."""
+        return "UP" in self._link_info(node, iface).get("flags", [])
 
     def _read_mac(self, node: str) -> str:
         return str(self._link_info(node)["address"]).lower()
@@ -268,7 +334,7 @@ class Lab:
                 continue  # the owner still runs
             stale = Lab(prefix)
             stale._namespaces = [
-                ns for ns in (stale.ns_name(n) for n in (LAN, *NODES)) if ns in names
+                ns for ns in (stale.ns_name(n) for n in (LAN, *ALL_NODES)) if ns in names
             ]
             stale.destroy()
             removed.append(prefix)
@@ -288,21 +354,32 @@ class Lab:
     # ------------------------------------------------------------------ names
 
     def ns_name(self, node: str) -> str:
-        """The namespace of node ('lan', 'n1', 'n2' or 'client')."""
-        if node != LAN and node not in NODES:
-            raise ValueError(f"unknown lab node {node!r} (known: lan, {', '.join(NODES)})")
+        """The namespace of node ('lan', 'n1', 'n2', 'client' or 'rogue')."""
+        if node != LAN and node not in ALL_NODES:
+            raise ValueError(f"unknown lab node {node!r} (known: lan, {', '.join(ALL_NODES)})")
         return f"{self.prefix}-{node}"
 
     def port_name(self, node: str) -> str:
-        """The bridge port (in the LAN namespace) that leads to node."""
-        if node not in NODES:
-            raise ValueError(f"unknown lab node {node!r} (known: {', '.join(NODES)})")
+        """The bridge port (in the LAN namespace) that leads to node's eth0."""
+        if node not in ALL_NODES:
+            raise ValueError(f"unknown lab node {node!r} (known: {', '.join(ALL_NODES)})")
         return f"{self.prefix}{_PORT_SUFFIX[node]}"
+
+    def hb_port_name(self, node: str) -> str:
+        """The heartbeat bridge's port (in the LAN namespace) that leads to node's eth1."""
+        if node not in SERVERS:
+            raise ValueError(f"no heartbeat port for {node!r} (only {', '.join(SERVERS)})")
+        return f"{self.prefix}{_HB_PORT_SUFFIX[node]}"
 
     @staticmethod
     def address(node: str) -> str:
         """node's own IPv4 address on eth0."""
         return ADDRESSES[node]
+
+    @staticmethod
+    def hb_address(node: str) -> str:
+        """node's IPv4 address on the heartbeat network (eth1; Lab(heartbeat_net=True))."""
+        return HB_ADDRESSES[node]
 
     # ------------------------------------------------------------------ processes
 
@@ -382,8 +459,54 @@ class Lab:
         _run(["ip", "-n", self.ns_name(node), "link", "set", IFACE, "down"])
 
     def link_up(self, node: str) -> None:
-        """Bring node's eth0 back up."""
+        """Bring node's eth0 back up (and its default route, which going down removed)."""
         _run(["ip", "-n", self.ns_name(node), "link", "set", IFACE, "up"])
+        if node in SERVERS:
+            _run(["ip", "-n", self.ns_name(node), "route", "replace", "default", "via", GATEWAY])
+
+    def default_route(self, node: str) -> str | None:
+        """The gateway of node's default route, or None."""
+        out = _run(["ip", "-n", self.ns_name(node), "-j", "route", "show", "default"]).stdout
+        routes = json.loads(out or "[]")
+        return str(routes[0]["gateway"]) if routes and "gateway" in routes[0] else None
+
+    def vip_link_down(self, node: str, how: Isolation | str = "admin") -> None:
+        """Take node's VIP interface (eth0) away; the heartbeat network (eth1) is untouched.
+
+        how="admin": `ip link set eth0 down` inside the node; how="carrier": the node keeps
+        eth0 admin up but loses carrier (the bridge side of its veth goes down).
+        """
+        if how == "admin":
+            self.link_down(node)
+        elif how == Isolation.CARRIER:
+            self._port_down(node)
+        else:
+            raise ValueError(f"vip_link_down: how={how!r} (choose 'admin' or 'carrier')")
+
+    def vip_link_up(self, node: str) -> None:
+        """Undo vip_link_down() of either kind."""
+        self.link_up(node)
+        self._port_up(node)
+
+    def remove_vip_link(self, node: str) -> None:
+        """Delete node's eth0 altogether (the VIP interface is missing); restore_vip_link()."""
+        self.mac(node)  # keep knowing its MAC: clients may still point at it
+        _run(["ip", "-n", self.ns_name(node), "link", "del", IFACE])
+
+    def restore_vip_link(self, node: str) -> None:
+        """Recreate node's eth0 after remove_vip_link() (a new MAC), with its default route."""
+        self._add_port(self.port_name(node), BRIDGE, self.ns_name(node), IFACE, ADDRESSES[node])
+        if node in SERVERS:
+            _run(["ip", "-n", self.ns_name(node), "route", "replace", "default", "via", GATEWAY])
+        self._wait_carrier(node)
+        self._macs[node] = self._read_mac(node)
+
+    def _port_down(self, node: str) -> None:
+        _run(["ip", "-n", self.ns_name(LAN), "link", "set", self.port_name(node), "down"])
+        self._wait_carrier(node, up=False)
+
+    def _port_up(self, node: str) -> None:
+        _run(["ip", "-n", self.ns_name(LAN), "link", "set", self.port_name(node), "up"])
 
     def add_address(self, node: str, cidr: str = VIP_CIDR) -> None:
         """Add an address to node's eth0 (tests standing in for a daemon)."""
@@ -455,6 +578,101 @@ class Lab:
         """Undo partition_l2()."""
         self._set_chain(_L2_CHAIN, [])
 
+    def isolate(self, node: str, how: Isolation | str = Isolation.DROP) -> None:
+        """Cut node off the LAN: its switch port drops every frame both ways (how="drop", the
+        node keeps carrier), or the node loses carrier (how="carrier"). Undo with unisolate()."""
+        how = Isolation(how)
+        self.port_name(node)  # validates the name
+        if how is Isolation.DROP:
+            self._drop_isolated.add(node)
+            self._set_isolation_rules()
+        else:
+            self._port_down(node)
+
+    def unisolate(self, node: str) -> None:
+        """Undo isolate() of either kind (a no-op for a node that is not isolated)."""
+        self._drop_isolated.discard(node)
+        self._set_isolation_rules()
+        self._port_up(node)
+
+    def _set_isolation_rules(self) -> None:
+        rules = []
+        for node in sorted(self._drop_isolated):
+            port = self.port_name(node)
+            rules += [f'iifname "{port}" drop', f'oifname "{port}" drop']
+        self._set_chain(_ISO_CHAIN, rules)
+
+    def one_way_loss(self, src: str, dst: str) -> None:
+        """Drop every frame from src's port to dst's port (one direction; adds to any others)."""
+        if src == dst:
+            raise ValueError(f"one_way_loss: src and dst are both {src!r}")
+        self.port_name(src), self.port_name(dst)  # validates both names
+        self._one_way.add((src, dst))
+        self._set_one_way_rules()
+
+    def clear_one_way_loss(self) -> None:
+        """Undo every one_way_loss()."""
+        self._one_way.clear()
+        self._set_one_way_rules()
+
+    def _set_one_way_rules(self) -> None:
+        rules = [
+            f'iifname "{self.port_name(src)}" oifname "{self.port_name(dst)}" drop'
+            for src, dst in sorted(self._one_way)
+        ]
+        self._set_chain(_ONEWAY_CHAIN, rules)
+
+    def blip(
+        self, node: str, seconds: float, times: int = 1, gap: float = 1.0
+    ) -> list[tuple[float, float]]:
+        """`times` carrier blips on node's eth0, each `seconds` long, `gap` apart (blocking).
+
+        Returns the (down, up) wall-clock times of each blip. Carrier always comes back, also
+        when interrupted.
+        """
+        if not 1 <= times <= MAX_BLIPS:
+            raise ValueError(f"blip: times={times} is outside 1..{MAX_BLIPS}")
+        if not (0 < seconds <= MAX_BLIP_S and 0 <= gap <= MAX_BLIP_S):
+            raise ValueError(f"blip: seconds={seconds}, gap={gap} outside (0, {MAX_BLIP_S}]")
+        done: list[tuple[float, float]] = []
+        for i in range(times):
+            down = time.time()
+            try:
+                _run(["ip", "-n", self.ns_name(LAN), "link", "set", self.port_name(node), "down"])
+                time.sleep(max(0.0, down + seconds - time.time()))
+            finally:
+                self._port_up(node)
+            done.append((down, time.time()))
+            if i + 1 < times:
+                time.sleep(gap)
+        return done
+
+    # ------------------------------------------------------------------ the rogue host
+
+    def rogue_hold(self, cidr: str = VIP_CIDR) -> None:
+        """The rogue host adds an address (the VIP by default): its kernel answers ARP for it."""
+        self._need_rogue()
+        self.add_address(ROGUE, cidr)
+
+    def rogue_release(self, cidr: str = VIP_CIDR) -> None:
+        """The rogue host drops the address again."""
+        self._need_rogue()
+        self.del_address(ROGUE, cidr)
+
+    def rogue_garp(
+        self, ip: str = VIP, *, mac: str | None = None, count: int = 3, gap: float = 0.05
+    ) -> None:
+        """The rogue host sends gratuitous ARP for ip from `mac` (forged; its own by default)."""
+        self._need_rogue()
+        args = ["garp", "--ip", ip, "--count", str(count), "--gap", str(gap)]
+        if mac is not None:
+            args += ["--mac", mac]
+        self.exec(ROGUE, self.python_argv("havip.lab.client", *args))
+
+    def _need_rogue(self) -> None:
+        if not self.rogue:
+            raise LabError("lab: no rogue host in this lab (build it with Lab(rogue=True))")
+
     def _set_chain(self, chain: str, rules: Sequence[str]) -> None:
         # One nft transaction: the chain never passes through a half-written state.
         lines = [f"flush chain bridge {_TABLE} {chain}"]
@@ -478,8 +696,14 @@ def _nft_table_script() -> str:
             "  }",
             f"  chain {_L2_CHAIN} {{",
             "  }",
+            f"  chain {_ISO_CHAIN} {{",
+            "  }",
+            f"  chain {_ONEWAY_CHAIN} {{",
+            "  }",
             f"  chain {_BASE_CHAIN} {{",
             "    type filter hook forward priority 0; policy accept;",
+            f"    jump {_ISO_CHAIN}",
+            f"    jump {_ONEWAY_CHAIN}",
             f"    jump {_L2_CHAIN}",
             f"    jump {_HB_CHAIN}",
             f"    jump {_LOSS_CHAIN}",

@@ -1,39 +1,38 @@
-"""The asyncio shell around the pure core: sockets, timers, the VIP backend, metrics, signals.
+"""The switchboard between the pure core and the world.
 
-One loop owns everything. Events from the network, the timer and the backend are fed to the
-failover machine on the loop thread; its actions run in order on one actuator task, so a Release
-always completes before the SendResign that follows it. Blocking backend calls run in threads.
+One loop owns everything. Events from the peer link (`peerlink`), the LAN (`lanwatch`: probes,
+claims, link state), the timer and the actuator are fed to the failover machine on the loop
+thread; its actions go to the actuator's queue (`actuator`), which runs them in order, so a
+Release always completes before the SendResign that follows it and no announcement follows a
+release. Eligibility (`havip.core.eligibility`) turns link states and witness checks into one
+yes/no for the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from collections.abc import Awaitable, Mapping, Sequence
+from ipaddress import IPv4Address
 
 from havip import __version__
-from havip.backends.base import Backend, BackendError
-from havip.config import Config, Vip
+from havip.backends.base import Backend, LinkState
+from havip.config import Config, Vip, witness_plan
+from havip.core.eligibility import Eligibility
 from havip.core.failover import (
     Acquire,
-    Action,
-    BackendFailed,
+    Announce,
+    Claimed,
+    Conflict,
     Event,
     Failover,
     FailoverTiming,
-    PeerDown,
-    PeerInfo,
-    PeerQuiet,
-    PeerResigned,
-    PeerUp,
+    Isolated,
+    LocalHealth,
     Probe,
     ProbeDone,
     Release,
@@ -47,45 +46,46 @@ from havip.core.failover import (
     TransitionError,
     Vetoed,
 )
-from havip.core.session import PeerHello, PeerResign, PeerSession, PeerUpdate
-from havip.core.states import LinkDown, Reason, State
-from havip.core.wire import Message, ProtocolError
-from havip.shell.epochstore import EpochStore
-from havip.shell.httpd import start_http
+from havip.core.states import Cause, Reason, State
+from havip.shell.actuator import Actuator, Reconcile
+from havip.shell.control import remove_control, start_control
+from havip.shell.epochstore import EpochCorrupt, EpochStore
+from havip.shell.httpd import serve_metrics
+from havip.shell.lanwatch import LanWatch, ProbeOutcome
 from havip.shell.logs import event
-from havip.shell.metrics import Metrics
-from havip.shell.transport import (
-    Connection,
-    PeerRejected,
-    client_context,
-    dial,
-    listen,
-    server_context,
-)
+from havip.shell.metrics import ConflictKind, Metrics, ProbeResult
+from havip.shell.peerlink import PeerLink
+from havip.shell.transport import client_context, server_context
 
-SECOND_ANNOUNCE_AFTER = 2.0  # keepalived's habit: a second gratuitous ARP burst a little later
-RECONCILE_EVERY = 5.0  # also how often a freeze (SIGSTOP, paused VM) is noticed
+RECONCILE_EVERY = 5.0
+CHECK_EVERY = 1.0  # witness checks (and, while we own the VIP, a probe for third hosts)
 SHUTDOWN_LIMIT = 5.0
 FAULT_RETRY = 5.0
-VETO_LOG_EVERY = 10.0
-PROBE_OVERHEAD = 0.015  # a probe's socket set-up and thread hand-off, on top of its window
+FAULT_RETRY_MAX = 60.0
+ANNOUNCE_AGAIN = 2.0  # keepalived's habit: a second gratuitous ARP burst a little later
+ANNOUNCE_INTERVAL = 0.5  # while we own the VIP and the peer link is down
+CONFLICT_GRACE = 0.15
+QUIET_LOG_EVERY = 10.0  # repeated vetoes, isolation and conflicts: one line, then a summary
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Reconcile:
-    """Put the interface back in the state the machine wants (queued like any action)."""
+class _Summary:
+    """Log the first of a repeated condition, then one summary line every QUIET_LOG_EVERY."""
 
+    def __init__(self) -> None:
+        self.logged_at: float | None = None
+        self.count = 0
 
-@dataclass(eq=False)
-class _Link:
-    conn: Connection
-    session: PeerSession
-    speak_first: bool
-    up: bool = False
-    quiet: bool = (
-        False  # PeerQuiet reported for the current silence  # HELLO accepted on this connection
-    )
-    inherited: bool = False  # replaced a connection the core still counts as up
+    def due(self, now: float) -> tuple[bool, bool, int]:
+        """(log now?, first time?, occurrences since the last line)."""
+        self.count += 1
+        if self.logged_at is not None and now - self.logged_at < QUIET_LOG_EVERY:
+            return False, False, self.count
+        first, count = self.logged_at is None, self.count
+        self.logged_at, self.count = now, 0
+        return True, first, count
+
+    def reset(self) -> None:
+        self.logged_at, self.count = None, 0
 
 
 class Daemon:
@@ -97,6 +97,13 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         t = cfg.timing
         self.epochs = EpochStore(cfg.state_dir, cfg.node)
+        self.epoch_known = True
+        try:
+            epoch = self.epochs.load()
+        except EpochCorrupt as exc:
+            # Start safely instead of not at all: learn the epoch from the peer, probe first.
+            event("epoch_corrupt", str(exc), level=logging.ERROR, path=self.epochs.path)
+            epoch, self.epoch_known = 0, False
         self.failover = Failover(
             is_primary=cfg.is_primary,
             preempt=cfg.preempt,
@@ -105,8 +112,14 @@ class Daemon:
                 startup_wait=t.dead_time + t.reconnect_max,
                 preempt_delay=t.preempt_delay,
                 fault_retry=FAULT_RETRY,
+                fault_retry_max=FAULT_RETRY_MAX,
+                probe_window=t.probe_window,
+                blip_guard=t.keepalive_interval,
+                announce_again=ANNOUNCE_AGAIN,
+                announce_interval=ANNOUNCE_INTERVAL,
+                conflict_grace=CONFLICT_GRACE,
             ),
-            epoch=self.epochs.load(),
+            epoch=epoch,
             now=self.loop.time(),
         )
         self.metrics = Metrics(
@@ -115,29 +128,53 @@ class Daemon:
             vips=[str(v) for v in cfg.vips],
             states=[s.value for s in State],
             reasons=[r.value for r in Reason],
+            causes=[c.value for c in Cause if c is not Cause.OK],
             version=__version__,
         )
         self.boot_id = os.urandom(16)
         # Built once: a bad certificate or key stops the daemon at start, not at the first peer.
         self.tls = server_context(cfg.tls) if cfg.is_primary else client_context(cfg.tls)
-        # Probe this long before the deadline when the peer goes quiet, so a real failure is
-        # already checked when the deadline passes; never so early that one late keepalive
-        # (half an interval) counts as quiet.
-        lead = min(t.probe_window + PROBE_OVERHEAD, t.dead_time - 1.5 * t.keepalive_interval)
-        self._quiet_lead: float | None = lead if lead > 0 else None
-        self.link: _Link | None = None
-        self.actions: asyncio.Queue[Action | _Reconcile] = asyncio.Queue()
-        self._timer: asyncio.TimerHandle | None = None
+        self.link = PeerLink(
+            cfg,
+            self.tls,
+            self.metrics,
+            boot_id=self.boot_id,
+            status=self.failover.local_status,
+            mac=self._vip_mac,
+            feed=self.feed,
+            rearm=self._arm,
+            spawn=self._spawn,
+        )
         self.done = asyncio.Event()
-        self.owned: dict[str, bool] = {str(v): False for v in cfg.vips}
-        self.last_rtt: float | None = None
+        self.lan: LanWatch | None = None
+        self.eligibility: Eligibility | None = None
+        self._eligible: tuple[bool, Cause] = (True, Cause.OK)
+        self.actuator = Actuator(
+            backend=backend,
+            vips=cfg.vips,
+            epochs=self.epochs,
+            metrics=self.metrics,
+            feed=self.feed,
+            state=lambda: self.failover.state,
+            resign=self.link.send_resign,
+            probe_owner=self._probe_owner,
+            stop=self.done.set,
+        )
+        self._timer: asyncio.TimerHandle | None = None
         self.since_wall = time.time()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.exit_code = 0
-        self.servers: list[asyncio.Server] = []
-        self._veto_logged_at: float | None = None
-        self._vetoes = 0
+        self.servers: list[asyncio.AbstractServer] = []
+        self._vetoes = _Summary()
+        self._isolation = _Summary()
+        self._conflicts: dict[tuple[str, str], _Summary] = {}
+        self.witness_warnings: list[str] = []
+        self.witnesses: Mapping[str, Sequence[IPv4Address]] = {}
+
+    @property
+    def owned(self) -> dict[str, bool]:
+        return self.actuator.owned
 
     # ---- entry point ---------------------------------------------------------------------------
 
@@ -151,40 +188,47 @@ class Daemon:
             backend=self.backend.name,
             vips=",".join(str(v) for v in cfg.vips),
             epoch=self.failover.epoch,
+            pid=os.getpid(),
+            keepalive=cfg.timing.keepalive_interval,
+            dead_time=cfg.timing.dead_time,
+            probe_window=cfg.timing.probe_window,
             version=__version__,
         )
         self.metrics.set_state(self.failover.state)
         self.metrics.set_epoch(self.failover.epoch)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._request_stop)
+        # No reload yet: SIGHUP's default action would kill the daemon and leave the VIP behind.
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        if cfg.control_socket is not None:
+            self.servers.append(
+                await start_control(cfg.control_socket, {"status": lambda _req: self.status()})
+            )
         if cfg.metrics_listen is not None:
             host, port = cfg.metrics_listen
-            self.servers.append(
-                await start_http(host, port, metrics=self.metrics, status=self.status)
-            )
-        if cfg.is_primary:
-            host, port = cfg.listen
-            self.servers.append(
-                await listen(
+            self._spawn(
+                serve_metrics(
                     host,
                     port,
-                    self.tls,
-                    cfg.peer_name,
-                    cfg.timing.handshake_timeout,
-                    lambda conn: self._start_link(conn, speak_first=True),
-                    self._on_reject,
+                    metrics=self.metrics,
+                    status=self.status,
+                    on_bind_error=self._on_metrics_bind_error,
+                    on_refused=self.metrics.http_refused,
                 )
             )
-        else:
-            self._spawn(self._dial_loop())
+        await self._start_lan()
+        self.servers.extend(await self.link.start())
         present = any(
             await asyncio.gather(*(asyncio.to_thread(self.backend.present, v) for v in cfg.vips))
         )
         if present:
             event("vip_found", "an earlier run left the VIP on our interface", level=logging.INFO)
-        self._spawn(self._actuator())
+            for vip in cfg.vips:
+                self.actuator.owned[str(vip)] = True
+        self._spawn(self.actuator.run())
         self._spawn(self._reconcile_loop())
-        self.feed(Start(present=present))
+        self._spawn(self._check_loop())
+        self.feed(Start(present=present, epoch_known=self.epoch_known))
         # Everything loaded so far lives as long as the daemon: keep the collector from
         # re-scanning it every time its oldest generation fills.
         gc.freeze()
@@ -193,15 +237,49 @@ class Daemon:
             self._timer.cancel()
         for server in self.servers:
             server.close()
-        if self.link is not None:
-            await self.link.conn.drain(0.5)
-            self.link.conn.close()
+        if cfg.control_socket is not None:
+            remove_control(cfg.control_socket)
+        await self.link.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.lan is not None:
+            self.lan.close()
         self.backend.close()
         event("stopped", state=self.failover.state, epoch=self.failover.epoch)
         return self.exit_code
+
+    async def _start_lan(self) -> None:
+        cfg = self.cfg
+        witnesses, warnings = await asyncio.to_thread(witness_plan, cfg)
+        for text in warnings:
+            event("no_witness", text, level=logging.WARNING)
+        self.witness_warnings = warnings
+        self.witnesses = witnesses
+        self.lan = LanWatch(
+            self.backend,
+            cfg.vips,
+            witnesses,
+            on_claim=self._on_claim,
+            on_link=self._on_link,
+        )
+        await self.lan.start()
+        interfaces = sorted({v.interface for v in cfg.vips})
+        now = self.loop.time()
+        self.eligibility = Eligibility(
+            interfaces,
+            debounce=cfg.timing.dead_time,
+            witnesses=self.lan.has_witnesses,
+            now=now,
+        )
+        for name in interfaces:
+            self.eligibility.link(name, self.lan.link(name), now)
+        event(
+            "lan_watch",
+            interfaces=",".join(interfaces),
+            witnesses=",".join(str(w) for ws in witnesses.values() for w in ws) or "none",
+        )
+        self._update_eligibility()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -222,13 +300,33 @@ class Daemon:
         if self._stopping:
             return
         self._stopping = True
+        self.link.stopping = True
         self.loop.call_later(SHUTDOWN_LIMIT, self.done.set)
         self.feed(Shutdown())
 
-    # ---- feeding the core ---------------------------------------------------------------------
+    def _on_sighup(self) -> None:
+        event("sighup_ignored", "reload is not supported yet; nothing changed", level=logging.WARNING)
+
+    def _on_metrics_bind_error(self, exc: OSError) -> None:
+        self.metrics.metrics_bind_error()
+        event(
+            "metrics_listen_failed",
+            f"{exc.strerror or exc}; retrying in 5s",
+            level=logging.ERROR,
+            addr="{}:{}".format(*self.cfg.metrics_listen) if self.cfg.metrics_listen else None,
+        )
+
+    # ---- feeding the core ----------------------------------------------------------------------
 
     def feed(self, ev: Event) -> None:
         """Give one event to the failover machine and dispatch what it decides."""
+        timer = self._timer
+        if timer is not None and self.loop.time() - timer.when() > self.cfg.timing.dead_time:
+            # Our timer is long overdue: this process was frozen. The machine must hear that
+            # before anything that queued up meanwhile (a stale keepalive, a peer's claim).
+            self._timer = None
+            timer.cancel()
+            self._resumed(self.loop.time() - timer.when())
         try:
             actions = self.failover.handle(ev, self.loop.time())
         except TransitionError as exc:
@@ -241,44 +339,33 @@ class Daemon:
                 self._log_transition(action)
             elif isinstance(action, Vetoed):
                 self._on_vetoed(action)
+            elif isinstance(action, Isolated):
+                self._on_isolated(action)
+            elif isinstance(action, Conflict):
+                self._on_conflict(action)
             elif isinstance(action, Probe):
                 self._spawn(self._probe(action))
-            else:
-                self.actions.put_nowait(action)
-        self.metrics.set_epoch(self.failover.epoch)
-        if self.failover.state is not State.ACTIVE:
+            elif isinstance(action, Acquire | Release | Announce | SendResign | Stop):
+                self.actuator.put(action)
+        fo = self.failover
+        self.metrics.set_epoch(fo.epoch)
+        self.metrics.set_isolated(fo.isolated or fo.suspect)
+        self.metrics.set_peer_eligible(fo.peer.eligible if fo.peer else None)
+        if fo.state is not State.ACTIVE:
             # Adopting a higher epoch from the peer must be durable too.
             self._save_epoch()
         self._arm()
 
-    def _on_vetoed(self, action: Vetoed) -> None:
-        for vip in self.cfg.vips:
-            self.metrics.takeover_vetoed(str(vip))
-        self._vetoes += 1
-        now = self.loop.time()
-        # A crashed daemon on a live host is vetoed every interval: log once, then a summary.
-        if self._veto_logged_at is not None and now - self._veto_logged_at < VETO_LOG_EVERY:
-            return
-        first = self._veto_logged_at is None
-        event(
-            "takeover_vetoed",
-            "somebody on the LAN still answers for the VIP: not taking it"
-            + ("" if first else f" (still, {self._vetoes} probes answered)"),
-            level=logging.WARNING if first else logging.INFO,
-            mac=action.answered_by,
-            vip=",".join(str(v) for v in self.cfg.vips),
-        )
-        self._veto_logged_at, self._vetoes = now, 0
-
     def _save_epoch(self) -> None:
         try:
             self.epochs.save(self.failover.epoch)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             event("epoch_save_failed", str(exc), level=logging.ERROR, path=self.epochs.path)
 
     def _log_transition(self, tr: Transition) -> None:
         self.since_wall = time.time()
-        self._veto_logged_at, self._vetoes = None, 0
+        self._vetoes.reset()
+        self._isolation.reset()
         self.metrics.set_state(tr.to)
         self.metrics.transition(tr.frm, tr.to, tr.reason)
         peer = self.failover.peer
@@ -291,108 +378,156 @@ class Daemon:
             reason=tr.reason,
             epoch=tr.epoch,
             peer_state=peer.state if peer else "down",
+            eligible=self._eligible[0],
         )
 
-    # ---- actions ------------------------------------------------------------------------------
-
-    async def _actuator(self) -> None:
-        while True:
-            action = await self.actions.get()
-            await self._do(action)
-
-    async def _do(self, action: Action | _Reconcile) -> None:
-        if isinstance(action, Acquire):
-            await self._acquire(action.epoch)
-        elif isinstance(action, Release):
-            await self._release(action.reason)
-        elif isinstance(action, SendResign):
-            link = self.link
-            if link is not None and link.up:
-                link.conn.send(link.session.resign(action.epoch))
-                await link.conn.drain(1.0)
-                event("resign_sent", "handed the VIP over", peer=self.cfg.peer_name)
-        elif isinstance(action, Stop):
-            self.done.set()
-        elif isinstance(action, _Reconcile):
-            await self._reconcile()
-
-    async def _call(self, op: str, fn: Callable[..., object], *args: object) -> object:
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except BackendError as exc:
-            self.metrics.backend_error(op)
-            event("backend_error", str(exc), level=logging.ERROR, op=op)
-            self.feed(BackendFailed(op=op, error=str(exc)))
-            raise
-
-    async def _acquire(self, epoch: int) -> None:
-        self._save_epoch()  # durable before we claim anything with it
+    def _on_vetoed(self, action: Vetoed) -> None:
         for vip in self.cfg.vips:
-            try:
-                await self._call("add", self.backend.add, vip)
-            except BackendError:
-                return
-            self._set_owned(vip, True)
-            event("vip_added", vip=vip, interface=vip.interface, epoch=epoch)
-        await self._announce()
-        self._spawn(self._announce_later(epoch))
+            self.metrics.takeover_vetoed(str(vip))
+        # A crashed daemon on a live host is vetoed every interval: log once, then a summary.
+        log, first, count = self._vetoes.due(self.loop.time())
+        if log:
+            event(
+                "takeover_vetoed",
+                "somebody on the LAN still answers for the VIP: not taking it"
+                + ("" if first else f" (still, {count} probes answered)"),
+                level=logging.WARNING if first else logging.INFO,
+                mac=action.answered_by,
+                peer_mac=self.failover.peer_mac,
+                vip=",".join(str(v) for v in self.cfg.vips),
+            )
 
-    def _set_owned(self, vip: Vip, owned: bool) -> None:
-        """Record what the interface holds, for /status and the metric alike."""
-        self.owned[str(vip)] = owned
-        self.metrics.set_vip_owned(str(vip), owned)
+    def _on_isolated(self, action: Isolated) -> None:
+        log, first, count = self._isolation.due(self.loop.time())
+        if log:
+            event(
+                "isolated",
+                action.sentence + ("" if first else f" (still, {count} probes)"),
+                level=logging.WARNING if first else logging.INFO,
+                state=self.failover.state,
+            )
 
-    async def _announce(self) -> None:
-        for vip in self.cfg.vips:
-            try:
-                frames = await asyncio.to_thread(self.backend.announce, vip)
-            except BackendError as exc:
-                # Not fatal: the VIP is up; clients will find it by ARP on their own.
-                self.metrics.backend_error("announce")
-                event("backend_error", str(exc), level=logging.ERROR, op="announce")
-                continue
-            self.metrics.garp_sent(frames)
-            event("garp_sent", vip=vip, frames=frames)
+    def _on_conflict(self, action: Conflict) -> None:
+        kind = ConflictKind.PEER if action.peer else ConflictKind.FOREIGN
+        self.metrics.conflict(kind, action.verdict)
+        summary = self._conflicts.setdefault((action.mac, action.verdict), _Summary())
+        log, first, count = summary.due(self.loop.time())
+        if log:
+            who = "the peer" if action.peer else "an unknown host (forged or misconfigured?)"
+            what = "we keep it and announce" if action.verdict == "keep" else "we give it up"
+            event(
+                "conflict",
+                f"{who} claims our VIP: {what}" + ("" if first else f" (again, {count} times)"),
+                level=logging.ERROR if not action.peer else logging.WARNING,
+                mac=action.mac,
+                peer=str(action.peer).lower(),
+                verdict=action.verdict,
+                vip=",".join(str(v) for v in self.cfg.vips),
+            )
 
-    async def _announce_later(self, epoch: int) -> None:
-        await asyncio.sleep(SECOND_ANNOUNCE_AFTER)
-        if self.failover.state is State.ACTIVE and self.failover.epoch == epoch:
-            await self._announce()
+    # ---- the LAN -------------------------------------------------------------------------------
 
-    async def _release(self, reason: Reason) -> None:
-        for vip in self.cfg.vips:
-            with contextlib.suppress(BackendError):
-                await self._call("remove", self.backend.remove, vip)
-                self._set_owned(vip, False)
-                event("vip_removed", vip=vip, reason=reason)
+    def _vip_mac(self) -> bytes:
+        mac = self.lan.mac(self.cfg.vips[0].interface) if self.lan is not None else None
+        return mac or bytes(6)
+
+    def _on_claim(self, vip: Vip, mac: str) -> None:
+        self.feed(Claimed(mac=mac))
+
+    def _on_link(self, interface: str, state: LinkState) -> None:
+        if self.eligibility is None:
+            return
+        event(
+            "link",
+            interface=interface,
+            exists=str(state.exists).lower(),
+            up=str(state.up).lower(),
+            carrier=str(state.carrier).lower(),
+            level=logging.INFO,
+        )
+        self.eligibility.link(interface, state, self.loop.time())
+        self._update_eligibility()
+
+    def _update_eligibility(self) -> None:
+        if self.eligibility is None:
+            return
+        now_eligible = self.eligibility.evaluate(self.loop.time())
+        if now_eligible == self._eligible:
+            self._arm()
+            return
+        self._eligible = now_eligible
+        eligible, cause = now_eligible
+        self.metrics.set_eligible(eligible, cause)
+        event(
+            "eligibility",
+            "this node may hold the VIP" if eligible else "this node must not hold the VIP",
+            level=logging.INFO if eligible else logging.WARNING,
+            eligible=str(eligible).lower(),
+            cause=cause,
+        )
+        self.feed(LocalHealth(eligible=eligible, cause=cause))
 
     async def _probe(self, probe: Probe) -> None:
+        assert self.lan is not None
         t = self.cfg.timing
-        results = await asyncio.gather(
-            *(
-                asyncio.to_thread(self.backend.probe, vip, t.probe_count, t.probe_window)
-                for vip in self.cfg.vips
-            ),
-            return_exceptions=True,
-        )
-        answered: str | None = None
-        for vip, result in zip(self.cfg.vips, results, strict=True):
-            if isinstance(result, BaseException):
-                self.metrics.backend_error("probe")
-                event("backend_error", str(result), level=logging.ERROR, op="probe", vip=vip)
-                self.feed(BackendFailed(op="probe", error=str(result)))
-                return
-            self.metrics.arp_probe(result is not None)
+        out: ProbeOutcome = await self.lan.probe(t.probe_count, probe.window)
+        if out.error is not None:
+            self.metrics.arp_probe(ProbeResult.ERROR)
+            self.metrics.backend_error("probe")
+            event("probe_failed", out.error, level=logging.ERROR, purpose=probe.purpose)
+        else:
+            if out.answered_by is not None:
+                result = ProbeResult.ANSWERED
+            elif out.witness is False:
+                result = ProbeResult.DEAF
+            else:
+                result = ProbeResult.SILENT
+            self.metrics.arp_probe(result)
             event(
                 "probe",
-                vip=vip,
                 purpose=probe.purpose,
-                result="answered" if result else "silent",
-                mac=result,
-                level=logging.DEBUG if result else logging.INFO,
+                result=result,
+                mac=out.answered_by,
+                witness=None if out.witness is None else str(out.witness).lower(),
+                window=probe.window,
+                level=logging.DEBUG if out.answered_by else logging.INFO,
             )
-            answered = answered or result
-        self.feed(ProbeDone(probe_id=probe.probe_id, answered_by=answered))
+            if out.witness is not None and self.eligibility is not None:
+                self.eligibility.witness(out.witness, self.loop.time())
+        self.feed(
+            ProbeDone(
+                probe_id=probe.probe_id,
+                answered_by=out.answered_by,
+                witness=out.witness,
+                error=out.error,
+                rival=out.rival,
+            )
+        )
+        self._update_eligibility()
+
+    async def _probe_owner(self) -> str | None:
+        """Who else answers for the VIP right now (for reconcile)."""
+        if self.lan is None:
+            return None
+        t = self.cfg.timing
+        out = await self.lan.probe(t.probe_count, t.probe_window)
+        return out.answered_by
+
+    async def _check_loop(self) -> None:
+        """Witness checks (eligibility) and, while we own the VIP, a probe for third hosts."""
+        assert self.lan is not None
+        lan = self.lan
+        if not lan.has_witnesses and not self.cfg.vips:
+            return
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            owns = self.failover.state is State.ACTIVE
+            if not lan.has_witnesses and not owns:
+                continue
+            heard = await lan.check(probe_vips=owns, window=self.cfg.timing.probe_window)
+            if heard is not None and self.eligibility is not None:
+                self.eligibility.witness(heard, self.loop.time())
+                self._update_eligibility()
 
     async def _reconcile_loop(self) -> None:
         stall = self.cfg.timing.dead_time
@@ -401,56 +536,29 @@ class Daemon:
             await asyncio.sleep(RECONCILE_EVERY)
             late = self.loop.time() - before - RECONCILE_EVERY
             if late > stall:
-                # Frozen (SIGSTOP, a paused VM): the peer may have taken over meanwhile.
-                event("resumed", f"this process did not run for {late:.1f}s", level=logging.WARNING)
-                self.feed(Resumed())
-            self.actions.put_nowait(_Reconcile())
+                self._resumed(late)
+            self.actuator.put(Reconcile())
 
-    async def _reconcile(self) -> None:
-        state = self.failover.state
-        if state not in (State.ACTIVE, State.STANDBY, State.FAULT):
-            return
-        for vip in self.cfg.vips:
-            try:
-                present = await asyncio.to_thread(self.backend.present, vip)
-            except BackendError as exc:
-                self.metrics.backend_error("present")
-                event("backend_error", str(exc), level=logging.ERROR, op="present")
-                continue
-            want = state is State.ACTIVE
-            if present == want:
-                continue
-            event(
-                "drift",
-                "the interface disagrees with our state: putting it back",
-                level=logging.WARNING,
-                vip=vip,
-                state=state,
-                present=present,
-            )
-            if want:
-                with contextlib.suppress(BackendError):
-                    await self._call("add", self.backend.add, vip)
-                    await self._announce()
-            else:
-                with contextlib.suppress(BackendError):
-                    await self._call("remove", self.backend.remove, vip)
-            self._set_owned(vip, want)
+    def _resumed(self, late: float) -> None:
+        # Frozen (SIGSTOP, a paused VM): the peer may have taken over meanwhile.
+        event("resumed", f"this process did not run for {late:.1f}s", level=logging.WARNING)
+        self.feed(Resumed())
 
-    # ---- the timer ----------------------------------------------------------------------------
+    # ---- the timer -----------------------------------------------------------------------------
 
     def _arm(self) -> None:
         """(Re)arm the one timer at the earliest moment the link or the machine needs us."""
         now = self.loop.time()
         wakeups: list[float] = []
-        link = self.link
-        if link is not None:
-            wakeups.append(link.session.next_wakeup() if link.up else link.session.deadline)
-            if link.up and not link.quiet and self._quiet_lead is not None:
-                wakeups.append(link.session.deadline - self._quiet_lead)
-        due = self.failover.next_timer()
-        if due is not None and due > now:  # a timer already handled must not make us spin
-            wakeups.append(due)
+        link_due = self.link.next_wakeup()
+        if link_due is not None:
+            wakeups.append(link_due)
+        for due in (
+            self.failover.next_timer(),
+            self.eligibility.next_change() if self.eligibility is not None else None,
+        ):
+            if due is not None and due > now:  # a timer already handled must not make us spin
+                wakeups.append(due)
         when = min(wakeups) if wakeups else None
         if self._timer is not None:
             if when == self._timer.when():
@@ -458,192 +566,33 @@ class Daemon:
             self._timer.cancel()
         self._timer = self.loop.call_at(when, self._on_timer) if when is not None else None
 
-    def _send_keepalive(self, link: _Link, now: float) -> None:
-        link.conn.send(link.session.keepalive(self.failover.local_status(), now))
-        self.metrics.keepalive_sent()
-
     def _on_timer(self) -> None:
+        scheduled = self._timer.when() if self._timer is not None else None
         self._timer = None
         now = self.loop.time()
-        link = self.link
-        if link is not None:
-            if link.session.expired(now):
-                if link.up:
-                    self.metrics.keepalive_missed()
-                self._drop(link, LinkDown.DEADLINE_MISSED, "no keepalive within the dead time")
-            else:
-                if link.up and now >= link.session.next_send:
-                    self._send_keepalive(link, now)
-                lead = self._quiet_lead
-                quiet = lead is not None and now >= link.session.deadline - lead
-                if link.up and not link.quiet and quiet:
-                    link.quiet = True
-                    self.feed(PeerQuiet())
+        if scheduled is not None and now - scheduled > self.cfg.timing.dead_time:
+            # The timer fired far too late: this process was frozen. Say so before anything
+            # else runs on stale assumptions (a queued announcement, an old deadline).
+            self._resumed(now - scheduled)
+        self.link.on_timer(now)
+        if self.eligibility is not None:
+            due = self.eligibility.next_change()
+            if due is not None and due <= now:
+                self._update_eligibility()
         due = self.failover.next_timer()
         if due is not None and due <= now:
             self.feed(Tick())
         self._arm()
 
-    # ---- the peer link ------------------------------------------------------------------------
-
-    def _on_reject(self, exc: PeerRejected) -> None:
-        self.metrics.peer_rejected(exc.reason)
-        event("peer_rejected", exc.detail, level=logging.WARNING, reason=exc.reason)
-
-    async def _dial_loop(self) -> None:
-        cfg = self.cfg
-        t = cfg.timing
-        host, port = cfg.peer_address
-        failing = False
-        while not self._stopping:
-            conn: Connection | None = None
-            retrying = AsyncRetrying(
-                wait=wait_exponential_jitter(
-                    multiplier=t.keepalive_interval,
-                    max=t.reconnect_max,
-                    jitter=t.keepalive_interval,
-                ),
-                retry=retry_if_exception_type((OSError, PeerRejected)),
-                reraise=True,
-            )
-            async for attempt in retrying:
-                with attempt:
-                    try:
-                        conn = await dial(host, port, self.tls, cfg.peer_name, t.handshake_timeout)
-                    except (OSError, PeerRejected) as exc:
-                        if isinstance(exc, PeerRejected):
-                            self.metrics.peer_rejected(exc.reason)
-                        if not failing:
-                            failing = True
-                            event(
-                                "peer_unreachable",
-                                f"retrying every <= {t.reconnect_max}s",
-                                level=logging.WARNING,
-                                peer=cfg.peer_name,
-                                addr=f"{host}:{port}",
-                                error=str(exc),
-                            )
-                        raise
-            failing = False
-            if conn is not None:
-                started = self.loop.time()
-                self._start_link(conn, speak_first=False)
-                await conn.done
-                if self.loop.time() - started < 1.0:
-                    await asyncio.sleep(t.keepalive_interval)
-
-    def _start_link(self, conn: Connection, *, speak_first: bool) -> None:
-        """Take `conn` as the one peer link (the primary speaks first)."""
-        t = self.cfg.timing
-        session = PeerSession(
-            me=self.cfg.node,
-            peer=self.cfg.peer_name,
-            primary=self.cfg.primary,
-            preempt=self.cfg.preempt,
-            boot_id=self.boot_id,
-            interval=t.keepalive_interval,
-            dead_time=t.dead_time,
-            now=self.loop.time(),
-            hello_timeout=max(t.dead_time, t.handshake_timeout),
-        )
-        link = _Link(conn, session, speak_first=speak_first)
-        old = self.link
-        self.link = link
-        if old is not None:
-            # A new authenticated connection replaces the old one, silently for the core.
-            old.conn.close()
-            link.inherited = old.up or old.inherited
-        if speak_first:
-            conn.send(session.hello(self.failover.local_status()))
-        conn.attach(
-            lambda msg: self._on_message(link, msg), lambda why: self._on_link_end(link, why)
-        )
-        self._arm()
-
-    def _on_message(self, link: _Link, msg: Message) -> None:
-        """One message from the peer; a ProtocolError raised here closes the connection."""
-        if self.link is not link:
-            return
-        self._on_session_event(link, link.session.receive(msg, self.loop.time()))
-
-    def _on_link_end(self, link: _Link, why: BaseException | None) -> None:
-        if isinstance(why, ProtocolError):
-            self.metrics.protocol_error(why.kind)
-            event(
-                "protocol_error",
-                why.detail,
-                level=logging.WARNING,
-                kind=why.kind,
-                peer=self.cfg.peer_name,
-                addr=link.conn.peer_addr,
-            )
-            self._drop(link, LinkDown.PROTOCOL_ERROR, str(why))
-        else:
-            text = "peer closed the connection" if why is None else str(why) or type(why).__name__
-            self._drop(link, LinkDown.CONNECTION_LOST, text)
-
-    def _on_session_event(self, link: _Link, ev: PeerHello | PeerUpdate | PeerResign) -> None:
-        if isinstance(ev, PeerHello):
-            if not link.speak_first:
-                link.conn.send(link.session.hello(self.failover.local_status()))
-            link.up = True
-            self.metrics.peer_connected_event()
-            self.metrics.set_peer_connected(True)
-            self.metrics.set_peer_state(ev.status.state)
-            event(
-                "peer_up",
-                peer=self.cfg.peer_name,
-                addr=link.conn.peer_addr,
-                peer_state=ev.status.state,
-                peer_owns=ev.status.owns,
-                peer_epoch=ev.status.epoch,
-            )
-            self.feed(PeerUp(status=ev.status))
-        elif isinstance(ev, PeerUpdate):
-            self.metrics.keepalive_received()
-            if ev.rtt is not None:
-                self.last_rtt = ev.rtt
-                self.metrics.observe_rtt(ev.rtt)
-            if ev.status != self.failover.peer or link.quiet:
-                link.quiet = False
-                # A repeated status is a no-op for the machine (its timers come from Tick),
-                # and this runs for every keepalive: skip the work.
-                self.metrics.set_peer_state(ev.status.state)
-                self.feed(PeerInfo(status=ev.status))
-            now = self.loop.time()
-            if link.up and self.link is link and link.session.reply_due(now):
-                self._send_keepalive(link, now)
-                self._arm()
-        else:
-            event("resign_received", "peer handed the VIP over", peer=self.cfg.peer_name)
-            self.feed(PeerResigned(epoch=ev.epoch))
-
-    def _drop(self, link: _Link, reason: LinkDown, why: str) -> None:
-        link.conn.close()
-        if self.link is not link:
-            return
-        self.link = None
-        self.metrics.set_peer_connected(False)
-        self.metrics.set_peer_state(None)
-        if not (link.up or link.inherited):
-            event("peer_dropped", why, level=logging.INFO, addr=link.conn.peer_addr, reason=reason)
-            return
-        event(
-            "peer_lost",
-            why,
-            level=logging.WARNING,
-            peer=self.cfg.peer_name,
-            reason=reason,
-            state=self.failover.state,
-        )
-        self.feed(PeerDown(reason=reason))
-
-    # ---- status -------------------------------------------------------------------------------
+    # ---- status --------------------------------------------------------------------------------
 
     def status(self) -> Mapping[str, object]:
         """What `havip status` shows."""
         fo = self.failover
         peer = fo.peer
+        eligible, cause = self._eligible
+        lan = self.lan
+        witnesses = [str(w) for ws in self.witnesses.values() for w in ws]
         return {
             "node": self.cfg.node,
             "peer": self.cfg.peer_name,
@@ -653,15 +602,58 @@ class Daemon:
             "since": self.since_wall,
             "epoch": fo.epoch,
             "owns_vip": fo.owns,
+            "eligible": eligible,
+            "ineligible_cause": None if eligible else cause.value,
+            "isolated": fo.isolated,
+            "suspect": fo.suspect,
+            "waiting": self._waiting(),
+            "vetoed_by": fo.vetoed_by,
+            "last_claim": fo.last_claim,
+            "witnesses": witnesses,
+            "witness_warnings": self.witness_warnings,
             "vips": [
-                {"address": str(v), "interface": v.interface, "present": self.owned[str(v)]}
+                {
+                    "address": str(v),
+                    "interface": v.interface,
+                    "present": self.owned[str(v)],
+                    "link": _link_text(lan.link(v.interface)) if lan is not None else None,
+                }
                 for v in self.cfg.vips
             ],
-            "peer_connected": self.link is not None and self.link.up,
+            "peer_connected": self.link.up,
             "peer_state": peer.state.value if peer else None,
             "peer_owns_vip": peer.owns if peer else None,
             "peer_epoch": peer.epoch if peer else None,
-            "rtt_seconds": self.last_rtt,
+            "peer_eligible": peer.eligible if peer else None,
+            "peer_mac": fo.peer_mac,
+            "rtt_seconds": self.link.last_rtt,
             "backend": self.backend.name,
             "version": __version__,
         }
+
+    def _waiting(self) -> str | None:
+        """Why a node that wants the VIP does not have it, in one sentence (None: not waiting)."""
+        fo = self.failover
+        eligible, cause = self._eligible
+        if fo.state is State.ACTIVE:
+            if fo.suspect:
+                return "holds the VIP but hears no witness: not announcing until it hears the LAN"
+            if not eligible:
+                return f"holds the VIP although not eligible ({cause}): no eligible peer to take it"
+            return None
+        if not eligible:
+            return f"not eligible ({cause}): will not take the VIP"
+        if fo.state is State.PROBING and fo.vetoed_by is not None:
+            return f"{fo.vetoed_by} still answers for the VIP: waiting for it to stop"
+        if fo.state is State.PROBING and fo.isolated:
+            return "probes hear no witness: cannot tell silence from being cut off"
+        return None
+
+
+def _link_text(state: LinkState) -> str:
+    if not state.exists:
+        return "missing"
+    if not state.up:
+        return "down"
+    return "up" if state.carrier else "no-carrier"
+

@@ -1,29 +1,32 @@
-"""A tiny asyncio HTTP/1.1 server for /metrics, /status and /healthz, and its status client.
+"""A tiny asyncio HTTP/1.1 server for /metrics, /status and /healthz.
 
 One request per connection (`Connection: close`), the request head capped in size and
-time, and nothing a client sends can raise out of the handler: a scraper or a port
-scanner must never disturb the daemon that hosts this endpoint.
+time, at most MAX_CONNECTIONS served at once (more are closed at once), and nothing a
+client sends can raise out of the handler: a scraper, a port scanner or a local user
+holding connections open must never disturb the daemon that hosts this endpoint.
+`serve_metrics` keeps trying a busy port instead of failing the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import json
 import logging
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from havip.shell.metrics import CONTENT_TYPE, Metrics
+from havip.shell.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 8192  # bytes of request line + headers
 HEAD_TIMEOUT = 5.0  # seconds to receive the whole head
-MAX_STATUS_BODY = 1 << 20  # what fetch_status will read
 LINGER = 1.0  # seconds to drain a client's unread input after an error response
 LINGER_BYTES = 64 * 1024
+MAX_CONNECTIONS = 16  # served at once; each holds a descriptor for up to 2 x HEAD_TIMEOUT
+BIND_RETRY = 5.0  # seconds between attempts to bind a busy metrics port
 
 _REASONS = {
     200: "OK",
@@ -38,6 +41,12 @@ _TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
 
 
+class Exposition(Protocol):
+    """What /metrics needs: `havip.shell.metrics.Metrics` or anything with its method."""
+
+    def exposition(self) -> bytes: ...
+
+
 class _BadRequest(Exception):
     def __init__(self, code: int, why: str) -> None:
         super().__init__(why)
@@ -48,17 +57,36 @@ async def start_http(
     host: str,
     port: int,
     *,
-    metrics: Metrics,
+    metrics: Exposition,
     status: Callable[[], Mapping[str, object]],
     timeout: float = HEAD_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    on_refused: Callable[[], None] | None = None,
 ) -> asyncio.Server:
     """Serve GET /metrics, /status (JSON of `status()`) and /healthz on host:port.
 
-    `timeout` bounds both receiving the request head and sending the response.
-    Port 0 picks a free port; read it from the returned server's sockets.
+    `timeout` bounds both receiving the request head and sending the response. Beyond
+    `max_connections` open at once, a new connection is closed unread and `on_refused`
+    is called. Port 0 picks a free port; read it from the returned server's sockets.
     """
+    active = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active
+        if active >= max_connections:
+            # Close without reading: every open connection costs a descriptor, and the
+            # daemon's probes and peer link need theirs.
+            writer.transport.abort()
+            if on_refused is not None:
+                _call_quietly(on_refused)
+            return
+        active += 1
+        try:
+            await serve(reader, writer)
+        finally:
+            active -= 1
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
             try:
@@ -91,6 +119,55 @@ async def start_http(
 
     # The stream limit bounds a single line; _read_head bounds the head as a whole.
     return await asyncio.start_server(handle, host, port, limit=MAX_HEAD + 2)
+
+
+async def serve_metrics(
+    host: str,
+    port: int,
+    *,
+    metrics: Exposition,
+    status: Callable[[], Mapping[str, object]],
+    on_bind_error: Callable[[OSError], None],
+    on_refused: Callable[[], None] | None = None,
+    on_listening: Callable[[asyncio.Server], None] | None = None,
+    retry: float = BIND_RETRY,
+    timeout: float = HEAD_TIMEOUT,
+) -> None:
+    """Bind host:port and serve until cancelled; never raises out (except cancellation).
+
+    A port that cannot be bound (taken by another process, EACCES, address not here yet)
+    is reported through `on_bind_error` and tried again every `retry` seconds: the
+    metrics endpoint is never worth the daemon's life. `on_listening` gets the server
+    once bound (its sockets tell the port, when port is 0).
+    """
+    while True:
+        try:
+            server = await start_http(
+                host,
+                port,
+                metrics=metrics,
+                status=status,
+                timeout=timeout,
+                on_refused=on_refused,
+            )
+        except OSError as exc:
+            _call_quietly(on_bind_error, exc)
+            await asyncio.sleep(retry)
+            continue
+        try:
+            if on_listening is not None:
+                _call_quietly(on_listening, server)
+            await server.serve_forever()  # ends only by cancellation
+        finally:
+            server.close()
+
+
+def _call_quietly(callback: Callable[..., object], *args: object) -> None:
+    """A reporting callback that raises must not take the server down with it."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("http: callback failed")
 
 
 async def _read_head(reader: asyncio.StreamReader) -> list[str]:
@@ -144,7 +221,7 @@ def _parse_head(lines: list[str]) -> tuple[str, str]:
 def _route(
     method: str,
     path: str,
-    metrics: Metrics,
+    metrics: Exposition,
     status: Callable[[], Mapping[str, object]],
 ) -> tuple[int, str, bytes]:
     if path not in ("/metrics", "/status", "/healthz"):
@@ -206,36 +283,3 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, li
                 if not chunk:
                     return
                 budget -= len(chunk)
-
-
-def fetch_status(host: str, port: int, timeout: float = 2.0) -> dict[str, object]:
-    """GET /status from a running daemon (blocking), for `havip status`.
-
-    Raises OSError (cannot connect, HTTP error) or ValueError (answer is not a JSON object),
-    each with a one-line message naming the address.
-    """
-    where = f"havip at {host}:{port}"
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", "/status", headers={"Accept": _JSON})
-        resp = conn.getresponse()
-        body = resp.read(MAX_STATUS_BODY + 1)
-    except TimeoutError as e:
-        raise OSError(f"{where}: no answer within {timeout:g}s") from e
-    except OSError as e:
-        raise OSError(f"cannot reach {where}: {e.strerror or e}") from e
-    except http.client.HTTPException as e:
-        raise OSError(f"{where}: bad HTTP answer: {type(e).__name__} {e}".rstrip()) from e
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise OSError(f"{where}: /status answered HTTP {resp.status} {resp.reason}")
-    if len(body) > MAX_STATUS_BODY:
-        raise ValueError(f"{where}: /status answer over {MAX_STATUS_BODY} bytes")
-    try:
-        data = json.loads(body)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"{where}: /status is not JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: /status is JSON but not an object")
-    return data

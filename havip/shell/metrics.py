@@ -41,10 +41,21 @@ RTT_BUCKETS: tuple[float, ...] = (
 
 
 class ProbeResult(StrEnum):
-    """Outcome of one ARP probe round for a VIP (`havip_arp_probes_total{result}`)."""
+    """Outcome of one ARP probe round (`havip_arp_probes_total{result}`)."""
 
-    ANSWERED = "answered"
-    SILENT = "silent"
+    ANSWERED = "answered"  # somebody answers for the VIP
+    SILENT = "silent"  # nobody answers for it, and a witness (if any) did
+    DEAF = "deaf"  # nobody answered, not even a witness: this node may be cut off
+    ERROR = "error"  # the probe could not be sent
+
+
+class ConflictKind(StrEnum):
+    """Who else claimed our VIP (`havip_vip_conflicts_total{kind}`)."""
+
+    PEER = "peer"
+    FOREIGN = "foreign"
+
+VERDICTS = ("keep", "yield")  # havip.core.failover.Verdict values
 
 
 class _OneHot:
@@ -90,6 +101,7 @@ class Metrics:
         states: Sequence[str],
         reasons: Sequence[str],
         version: str,
+        causes: Sequence[str] = (),
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
@@ -218,6 +230,51 @@ class Metrics:
             registry=reg,
         )
 
+        self._eligible = Gauge(
+            "havip_eligible",
+            "1 if this node may hold the VIP (VIP links up, a witness heard), else 0.",
+            registry=reg,
+        )
+        self._eligible.set(1)
+        self._ineligible_cause = _OneHot(
+            Gauge(
+                "havip_ineligible_cause",
+                "Why this node is not eligible: 1 on the cause; all 0 while eligible.",
+                ["cause"],
+                registry=reg,
+            ),
+            causes,
+        )
+        self._peer_eligible = Gauge(
+            "havip_peer_eligible",
+            "1 if the peer last said it is eligible, 0 if not or unknown.",
+            registry=reg,
+        )
+        self._isolated = Gauge(
+            "havip_isolated",
+            "1 while this node's probes hear no witness: it cannot tell silence from deafness.",
+            registry=reg,
+        )
+        self._conflicts = Counter(
+            "havip_vip_conflicts",
+            "Frames from another MAC claiming our VIP while we held it, by who and what we did.",
+            ["kind", "verdict"],
+            registry=reg,
+        )
+        for kind in ConflictKind:
+            for verdict in VERDICTS:
+                self._conflicts.labels(kind.value, verdict)
+        self._http_refused = Counter(
+            "havip_http_connections_refused",
+            "HTTP connections closed at once because too many were open.",
+            registry=reg,
+        )
+        self._metrics_bind_errors = Counter(
+            "havip_metrics_listen_errors",
+            "Failed attempts to bind the metrics port (busy or forbidden); retried.",
+            registry=reg,
+        )
+
     # -- gauges -----------------------------------------------------------------------------
 
     def set_state(self, state: str) -> None:
@@ -236,6 +293,17 @@ class Metrics:
 
     def set_epoch(self, n: int) -> None:
         self._epoch.set(n)
+
+    def set_eligible(self, eligible: bool, cause: str | None) -> None:
+        """This node's eligibility; `cause` names why not (ignored while eligible)."""
+        self._eligible.set(1 if eligible else 0)
+        self._ineligible_cause.select(None if eligible else cause)
+
+    def set_peer_eligible(self, eligible: bool | None) -> None:
+        self._peer_eligible.set(1 if eligible else 0)
+
+    def set_isolated(self, isolated: bool) -> None:
+        self._isolated.set(1 if isolated else 0)
 
     # -- keepalives -------------------------------------------------------------------------
 
@@ -268,9 +336,17 @@ class Metrics:
     def protocol_error(self, kind: str) -> None:
         self._protocol_errors.labels(str(kind)).inc()
 
-    def arp_probe(self, answered: bool) -> None:
-        result = ProbeResult.ANSWERED if answered else ProbeResult.SILENT
+    def arp_probe(self, result: ProbeResult) -> None:
         self._arp_probes.labels(result.value).inc()
+
+    def conflict(self, kind: ConflictKind, verdict: str) -> None:
+        self._conflicts.labels(kind.value, str(verdict)).inc()
+
+    def http_refused(self) -> None:
+        self._http_refused.inc()
+
+    def metrics_bind_error(self) -> None:
+        self._metrics_bind_errors.inc()
 
     def takeover_vetoed(self, vip: str) -> None:
         self._vetoed.labels(str(vip)).inc()
