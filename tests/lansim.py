@@ -66,6 +66,7 @@ TIMING = FailoverTiming(
     fault_retry_max=60.0,
     probe_window=WINDOW,
     blip_guard=INTERVAL,
+    dead_time=DEAD,
     announce_again=2.0,
     announce_interval=0.5,
     conflict_grace=0.15,
@@ -162,6 +163,7 @@ class World:
         self.checker: Checker | None = None
         self.log: list[str] = []
         self.history: list[_Moment] = []
+        self._stream_at = [0.0, 0.0]  # when the last message on each direction arrives
         self._connecting = False
 
     # ---- the clock -----------------------------------------------------------------------------
@@ -226,11 +228,11 @@ class World:
         if self.connected and status != self.last_status[i]:
             self.last_status[i] = status
             conn = self.conn_epoch
-            # The status reaches the peer with the next keepalive (or the lockstep reply).
-            self.at(
-                self.now + self.rng.uniform(0.001, INTERVAL),
-                lambda: self._deliver_info(i, status, conn),
-            )
+            # The status reaches the peer with the next keepalive (or the lockstep reply), in
+            # order: one TCP stream never overtakes itself.
+            when = max(self.now + self.rng.uniform(0.001, INTERVAL), self._stream_at[i])
+            self._stream_at[i] = when
+            self.at(when, lambda: self._deliver_info(i, status, conn))
         due = host.fo.next_timer()
         if due is not None and due > self.now:  # as the daemon: a timer already handled is done
             gen = host.generation
@@ -318,7 +320,9 @@ class World:
         if self.connected and conn == self.conn_epoch:
             if self.checker is not None:
                 self.checker.on_resign(self, i)
-            self.at(self.now + 0.0005, lambda: self.feed(1 - i, PeerResigned(epoch=epoch)))
+            when = max(self.now + 0.0005, self._stream_at[i])
+            self._stream_at[i] = when
+            self.at(when, lambda: self.feed(1 - i, PeerResigned(epoch=epoch)))
 
     def _stopped(self, i: int, gen: int) -> None:
         host = self.hosts[i]

@@ -305,8 +305,9 @@ def test_l2_partition_gives_two_owners_until_healed(tmp_path: Path) -> None:
     """The documented limit: a partition looks like a power-off to each side.
 
     Two nodes cannot tell "the peer is dead" from "the peer is cut off", so both hold the VIP
-    while the partition lasts. After the heal the higher epoch (n2's) wins and exactly one owner
-    remains (n2, or n1 again once preemption hands it back).
+    while the partition lasts. After the heal the first announcement that crosses settles it
+    while the link is still down (the secondary yields to the primary's claim), or the higher
+    epoch wins once the link is back; either way exactly one owner remains.
     """
     with _cluster(tmp_path) as cluster:
         cluster.settle("n1")
@@ -363,8 +364,15 @@ def test_l2_partition_gives_two_owners_until_healed(tmp_path: Path) -> None:
         # Issue 9 part 2: while both held the VIP the client's detector saw two MACs.
         assert double_answers(during) > 0, res.render()
         assert int(took[0].get("epoch") or 0) > 0
-        # n1 gives way to n2's higher epoch once they see each other again.
-        assert _transitions(cluster, "n1", healed, to="standby", reason="higher_epoch")
+        # One of them gave way once they saw each other again: to a claim (link still down) or to
+        # the higher epoch (link back).
+        gave_way = [
+            tr
+            for node in NODES
+            for reason in ("conflict", "higher_epoch")
+            for tr in _transitions(cluster, node, healed, to="standby", reason=reason)
+        ]
+        assert gave_way, cluster.tail_logs()
         assert final in NODES, res.render()
         assert res.owner == final, res.render()
         assert [cluster.holds_vip(n) for n in NODES].count(True) == 1
@@ -533,8 +541,13 @@ def test_cut_heartbeat_plus_l2_blip_leaves_one_owner(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("src", "dst"), [("n2", "n1"), ("n1", "n2")])
 def test_one_way_loss_leaves_one_owner_quickly(tmp_path: Path, src: str, dst: str) -> None:
-    """Case 3b: 5 s of one-way loss each way: two owners at most 1 s, final owner at once."""
-    with _cluster(tmp_path) as cluster:
+    """Case 3b: 5 s of one-way loss each way: two owners at most 1 s, final owner at once.
+
+    Preempt is off: with it on, the primary takes the VIP back by a planned handover a
+    preempt_delay after the link returns, which is a second, deliberate move, not part of
+    resolving the conflict (tests/test_failover_sim.py covers the preempt case).
+    """
+    with _cluster(tmp_path, preempt=False) as cluster:
         res = one_way_loss(cluster, src, dst)
         _show(res)
         _assert_conflict_resolved(cluster, res)

@@ -56,6 +56,7 @@ TIMING = FailoverTiming(
     fault_retry_max=60.0,
     probe_window=0.1,
     blip_guard=0.3,
+    dead_time=0.32,
     announce_again=2.0,
     announce_interval=0.5,
     conflict_grace=0.15,
@@ -1412,7 +1413,26 @@ def test_takeover_after_a_deadline_miss_listens_past_a_blip(
     assert (first.purpose, first.window) == (TAKEOVER, window)
     drive(fo, [(10.4, answered(first))])
     retry = probe_of(drive(fo, [fire(fo)]))
-    assert retry.window == TIMING.probe_window
+    # After an answer the VIP must stay silent as long as a peer must to count as gone.
+    assert retry.window == TIMING.dead_time + TIMING.blip_guard
+
+
+def test_after_a_veto_only_a_full_dead_time_of_silence_takes() -> None:
+    """Issue 5 part 9: the holder answered, then blipped; a short retry window would have
+    fallen inside the blip and taken the VIP from a live owner."""
+    fo = standby_behind_owner(peer_epoch=4)
+    first = probe_of(drive(fo, [(10.0, DOWN)]))
+    drive(fo, [(10.3, answered(first))])
+    retry = probe_of(drive(fo, [fire(fo)]))
+    assert retry.window >= TIMING.dead_time
+    # Answered again inside the long window (the blip ended): still vetoed, nothing moves.
+    acts = drive(fo, [(10.45 + 0.3, answered(retry))])
+    assert summary(acts) == [("vetoed", MAC)]
+    # Silent for the whole long window: the holder is really gone.
+    again = probe_of(drive(fo, [fire(fo)]))
+    assert again.window == TIMING.dead_time + TIMING.blip_guard
+    acts = drive(fo, [(fo.next_timer() or 12.0, silent(again))])
+    assert fo.state is S.ACTIVE, summary(acts)
 
 
 def test_a_blip_shorter_than_the_dead_time_moves_nothing() -> None:
@@ -1436,6 +1456,7 @@ def test_blip_guard_shorter_than_the_window_changes_nothing() -> None:
         fault_retry=5.0,
         probe_window=0.5,
         blip_guard=0.2,
+        dead_time=0.32,
     )
     fo = Failover(is_primary=False, preempt=True, timing=timing, epoch=0, now=0.0)
     drive(fo, [(0.0, Start(present=False)), (0.5, up(S.ACTIVE, 4))])
@@ -1450,6 +1471,7 @@ def test_default_timings() -> None:
         fault_retry=5.0,
         probe_window=0.06,
         blip_guard=0.15,
+        dead_time=0.32,
     )
     assert (
         timing.fault_retry_max,

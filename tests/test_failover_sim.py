@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from functools import partial
 
 import pytest
-from havip.core.states import Reason
 from lansim import Checker, World, simulate
 
 from havip.core.failover import (
@@ -26,6 +25,7 @@ from havip.core.failover import (
     Release,
     SendResign,
 )
+from havip.core.states import Reason
 
 SEEDS = range(300)
 EVENT_TYPES = {

@@ -281,6 +281,7 @@ class FailoverTiming:
     fault_retry: float  # FAULT: how long before trying again (doubles per fault, see below)
     probe_window: float  # how long a probe listens
     blip_guard: float  # the keepalive interval: the least a takeover after a deadline listens
+    dead_time: float  # the peer link's dead time: how long silence must last to mean "gone"
     fault_retry_max: float = 60.0  # the fault backoff stops doubling here
     announce_again: float = 2.0  # the second gratuitous-ARP burst after becoming ACTIVE
     announce_interval: float = 0.5  # ACTIVE with the peer link down: announce this often
@@ -326,6 +327,7 @@ class Failover:
         self.suspect = False
         self.vetoed_by: str | None = None
         self.last_claim: str | None = None
+        self._claim_at: float | None = None  # when last_claim was heard
         self._started: float | None = None
         self._present = False  # INIT only: an earlier run left the VIP on our interface
         self._epoch_known = True
@@ -503,6 +505,11 @@ class Failover:
         if self.state is not State.PROBING:
             return
         answered = event.answered_by
+        if answered is None and event.error is None and self._claimed_lately(now):
+            # Silence now, but somebody announced the VIP moments ago: an owner whose peer
+            # link is down announces every announce_interval, and one we cannot reach (one-way
+            # loss) never answers our probes. Its announcements are the proof it lives.
+            answered = self.last_claim
         if event.error is not None:
             # Not the backend's fault and no evidence either way: ask again soon.
             self._retry_at = now + self.timing.retry_interval
@@ -562,6 +569,7 @@ class Failover:
 
     def _on_claimed(self, mac: str, now: float, out: list[Action]) -> None:
         self.last_claim = mac
+        self._claim_at = now
         if self.state is not State.ACTIVE:
             return
         if not self._is_peer(mac):
@@ -591,6 +599,12 @@ class Failover:
         else:
             # Its frames were already on the way when we announced.
             out.append(Conflict(mac=mac, peer=True, verdict=Verdict.KEEP))
+
+    def _claimed_lately(self, now: float) -> bool:
+        """Another host announced the VIP within two of its announce intervals."""
+        at = self._claim_at
+        window = 2 * self.timing.announce_interval + self.timing.conflict_grace
+        return at is not None and now - at <= window
 
     def _yield(self, mac: str, sentence: str, now: float, out: list[Action]) -> None:
         out.append(Release(reason=R.CONFLICT))
@@ -795,7 +809,12 @@ class Failover:
 
     def _start_probe(self, purpose: ProbePurpose, out: list[Action]) -> None:
         window = self.timing.probe_window
-        if purpose is ProbePurpose.TAKEOVER and self._blip:
+        if purpose is ProbePurpose.TAKEOVER and self.vetoed_by is not None:
+            # The VIP answered our last probe: it must now stay silent as long as a peer must
+            # before it counts as gone (dead time, plus the blip guard as below), or a blip of
+            # its holder's carrier would hand us the VIP between two of its answers.
+            window = max(window, self.timing.dead_time + self.timing.blip_guard)
+        elif purpose is ProbePurpose.TAKEOVER and self._blip:
             # The deadline passed dead_time after the last keepalive, and a carrier blip that
             # hid the peer began at most one keepalive interval after that keepalive. A blip
             # shorter than the dead time is therefore over by deadline + interval: listening

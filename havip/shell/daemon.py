@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import os
 import signal
 import time
@@ -65,6 +66,7 @@ FAULT_RETRY_MAX = 60.0
 ANNOUNCE_AGAIN = 2.0  # keepalived's habit: a second gratuitous ARP burst a little later
 ANNOUNCE_INTERVAL = 0.5  # while we own the VIP and the peer link is down
 CONFLICT_GRACE = 0.15
+PROBE_SPACING_MAX = 0.1
 QUIET_LOG_EVERY = 10.0  # repeated vetoes, isolation and conflicts: one line, then a summary
 
 
@@ -115,6 +117,7 @@ class Daemon:
                 fault_retry_max=FAULT_RETRY_MAX,
                 probe_window=t.probe_window,
                 blip_guard=t.keepalive_interval,
+                dead_time=t.dead_time,
                 announce_again=ANNOUNCE_AGAIN,
                 announce_interval=ANNOUNCE_INTERVAL,
                 conflict_grace=CONFLICT_GRACE,
@@ -305,7 +308,9 @@ class Daemon:
         self.feed(Shutdown())
 
     def _on_sighup(self) -> None:
-        event("sighup_ignored", "reload is not supported yet; nothing changed", level=logging.WARNING)
+        event(
+            "sighup_ignored", "reload is not supported yet; nothing changed", level=logging.WARNING
+        )
 
     def _on_metrics_bind_error(self, exc: OSError) -> None:
         self.metrics.metrics_bind_error()
@@ -470,7 +475,10 @@ class Daemon:
     async def _probe(self, probe: Probe) -> None:
         assert self.lan is not None
         t = self.cfg.timing
-        out: ProbeOutcome = await self.lan.probe(t.probe_count, probe.window)
+        # A longer window (after a veto, or a missed deadline) gets more probes, spaced no
+        # further apart than PROBE_SPACING_MAX, so a short blip cannot hide every answer.
+        count = max(t.probe_count, math.ceil(probe.window / PROBE_SPACING_MAX))
+        out: ProbeOutcome = await self.lan.probe(count, probe.window)
         if out.error is not None:
             self.metrics.arp_probe(ProbeResult.ERROR)
             self.metrics.backend_error("probe")
@@ -492,8 +500,10 @@ class Daemon:
                 window=probe.window,
                 level=logging.DEBUG if out.answered_by else logging.INFO,
             )
-            if out.witness is not None and self.eligibility is not None:
-                self.eligibility.witness(out.witness, self.loop.time())
+            if out.witness and self.eligibility is not None:
+                # A witness heard proves we hear the LAN. Silence is left to the periodic
+                # checks (a second apart), so a short blip cannot make us ineligible.
+                self.eligibility.witness(True, self.loop.time())
         self.feed(
             ProbeDone(
                 probe_id=probe.probe_id,
@@ -656,4 +666,3 @@ def _link_text(state: LinkState) -> str:
     if not state.up:
         return "down"
     return "up" if state.carrier else "no-carrier"
-

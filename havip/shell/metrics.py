@@ -55,6 +55,7 @@ class ConflictKind(StrEnum):
     PEER = "peer"
     FOREIGN = "foreign"
 
+
 VERDICTS = ("keep", "yield")  # havip.core.failover.Verdict values
 
 

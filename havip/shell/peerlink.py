@@ -48,7 +48,7 @@ def backoff(attempt: int, *, first: float, cap: float, jitter: float) -> float:
     between the versions we allow (8.2 rejects `multiplier=`, 9.2 deprecates `initial=`).
     """
     base = first * 2 ** min(attempt - 1, 30)
-    return min(cap, base + random.uniform(0.0, jitter))
+    return float(min(cap, base + random.uniform(0.0, jitter)))
 
 
 class _Refused(Exception):
