@@ -15,10 +15,16 @@ import re
 import socket
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from havip.backends.linux import LinuxBackend
+
+_T = TypeVar("_T")
 
 DEFAULT_PORT = 7411
 DEFAULT_METRICS_PORT = 9741
@@ -823,44 +829,30 @@ def interface_addresses(name: str) -> list[ipaddress.IPv4Interface]:
 
     Raises ImportError off Linux or without pyroute2, OSError if netlink fails.
     """
-    from pyroute2 import IPRoute
-
-    ipr = IPRoute()
-    try:
-        index = ipr.link_lookup(ifname=name)
-        if not index:
-            return []
-        found = []
-        for msg in ipr.get_addr(family=socket.AF_INET, index=index[0]):
-            # IFA_LOCAL is this host's end on point-to-point links, where IFA_ADDRESS is not.
-            local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-            if local:
-                found.append(ipaddress.IPv4Interface(f"{local}/{msg['prefixlen']}"))
-        return found
-    finally:
-        ipr.close()
+    return _ask_linux(lambda backend: backend.addresses(name))
 
 
 def default_gateways(name: str) -> list[ipaddress.IPv4Address]:
-    """Next hops of the main table's IPv4 default routes that leave through `name`.
+    """The gateway of the main table's IPv4 default route that leaves through `name`.
 
     Raises ImportError off Linux or without pyroute2, OSError if netlink fails.
     """
-    from pyroute2 import IPRoute
+    gateway = _ask_linux(lambda backend: backend.default_gateway(name))
+    return [] if gateway is None else [gateway]
 
-    ipr = IPRoute()
+
+def _ask_linux(question: Callable[[LinuxBackend], _T]) -> _T:
+    """One netlink question through the Linux backend (the one place that reads interfaces)."""
+    from havip.backends.base import BackendError
+    from havip.backends.linux import LinuxBackend
+
+    backend = LinuxBackend()
     try:
-        index = ipr.link_lookup(ifname=name)
-        if not index:
-            return []
-        found = []
-        for route in ipr.get_routes(family=socket.AF_INET, table=254):
-            gateway = route.get_attr("RTA_GATEWAY")
-            if route["dst_len"] == 0 and gateway and route.get_attr("RTA_OIF") == index[0]:
-                found.append(ipaddress.IPv4Address(gateway))
-        return found
+        return question(backend)
+    except BackendError as exc:
+        raise OSError(str(exc)) from exc
     finally:
-        ipr.close()
+        backend.close()
 
 
 def witness_plan(cfg: Config) -> tuple[dict[str, tuple[ipaddress.IPv4Address, ...]], list[str]]:

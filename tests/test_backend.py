@@ -11,12 +11,12 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
+from vethpair import VethPair, ip, veth_pair
 
 from havip.backends import BackendError, BackendOp, make_backend
 from havip.backends.arp import gratuitous_frames, mac_bytes, mac_text
@@ -61,7 +61,6 @@ def test_dry_run_in_memory() -> None:
     backend.remove(VIP)
     assert not backend.present(VIP)
     assert backend.link_state("v0") == LinkState(exists=True, up=True, carrier=True)
-    assert backend.default_gateway("v0") is None
     backend.close()
 
 
@@ -196,49 +195,12 @@ def test_label_fits_the_kernel_limit() -> None:
 # --- Linux, in network namespaces ----------------------------------------------------------
 
 
-def _ip(*args: str) -> str:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30 * SCALE)
-    assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr.strip()}"
-    return proc.stdout
-
-
-@dataclass(frozen=True, kw_only=True)
-class Lab:
-    """Namespace `a` (where the backend runs, interface v0 = 198.18.0.1) wired by a veth pair
-    to namespace `b` (interface v1 = 198.18.0.2), the rest of the LAN."""
-
-    a: str
-    b: str
-    a_mac: str
-    b_mac: str
-
-
 @pytest.fixture
-def lab() -> Iterator[Lab]:
+def lab() -> Iterator[VethPair]:
     # Only @pytest.mark.netns tests use this: conftest's autouse gate (which pytest runs first)
-    # has already skipped them, or failed them under CI=true, where namespaces do not work.
-    a, b = f"hvtb{os.getpid()}a", f"hvtb{os.getpid()}b"
-    created: list[str] = []
-    try:
-        for ns in (a, b):
-            _ip("netns", "add", ns)
-            created.append(ns)
-        _ip("-n", a, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", b)
-        _ip("-n", a, "addr", "add", "198.18.0.1/24", "dev", "v0")
-        _ip("-n", b, "addr", "add", "198.18.0.2/24", "dev", "v1")
-        for ns, dev in ((a, "lo"), (a, "v0"), (b, "lo"), (b, "v1")):
-            _ip("-n", ns, "link", "set", dev, "up")
-        # b answers probes for addresses it holds, whatever the host's defaults are.
-        for key in ("all", "v1"):
-            _ip("netns", "exec", b, "sysctl", "-qw", f"net.ipv4.conf.{key}.arp_ignore=0")
-        macs = [
-            json.loads(_ip("-n", ns, "-j", "link", "show", dev))[0]["address"]
-            for ns, dev in ((a, "v0"), (b, "v1"))
-        ]
-        yield Lab(a=a, b=b, a_mac=macs[0], b_mac=macs[1])
-    finally:
-        for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30 * SCALE)
+    # has already skipped them, or failed them under CI, where namespaces do not work.
+    with veth_pair("hvtb") as pair:
+        yield pair
 
 
 def _exec_in(ns: str, code: str) -> list[str]:
@@ -275,12 +237,12 @@ def _in_ns(ns: str, body: str, vip: Vip = VIP) -> dict[str, Any]:
 
 def _addresses(ns: str, dev: str) -> dict[str, str]:
     """IPv4 addresses on `dev` in `ns`, as {"198.18.0.1/24": label}."""
-    links = json.loads(_ip("-n", ns, "-j", "-4", "addr", "show", "dev", dev))
+    links = json.loads(ip("-n", ns, "-j", "-4", "addr", "show", "dev", dev))
     return {f"{a['local']}/{a['prefixlen']}": a.get("label", "") for a in links[0]["addr_info"]}
 
 
 @pytest.mark.netns
-def test_linux_add_remove(lab: Lab) -> None:
+def test_linux_add_remove(lab: VethPair) -> None:
     out = _in_ns(
         lab.a,
         """
@@ -307,15 +269,15 @@ def test_linux_add_remove(lab: Lab) -> None:
 
 
 @pytest.mark.netns
-def test_linux_present_wants_same_prefix(lab: Lab) -> None:
-    _ip("-n", lab.a, "addr", "add", "198.18.0.100/32", "dev", "v0")
+def test_linux_present_wants_same_prefix(lab: VethPair) -> None:
+    ip("-n", lab.a, "addr", "add", "198.18.0.100/32", "dev", "v0")
     out = _in_ns(lab.a, 'out["present"] = backend.present(vip)')
     assert out == {"present": False}
 
 
 @pytest.mark.netns
-def test_linux_short_label_for_long_interface(lab: Lab) -> None:
-    _ip("-n", lab.a, "link", "add", "hvlongname01", "type", "veth", "peer", "name", "hvlongname02")
+def test_linux_short_label_for_long_interface(lab: VethPair) -> None:
+    ip("-n", lab.a, "link", "add", "hvlongname01", "type", "veth", "peer", "name", "hvlongname02")
     vip = Vip(address=ipaddress.IPv4Interface("198.18.5.1/24"), interface="hvlongname01")
     out = _in_ns(lab.a, 'backend.add(vip); out["present"] = backend.present(vip)', vip)
     assert out == {"present": True}
@@ -323,7 +285,7 @@ def test_linux_short_label_for_long_interface(lab: Lab) -> None:
 
 
 @pytest.mark.netns
-def test_linux_missing_interface(lab: Lab) -> None:
+def test_linux_missing_interface(lab: VethPair) -> None:
     vip = Vip(address=VIP.address, interface="eth9")
     out = _in_ns(
         lab.a,
@@ -355,7 +317,7 @@ def test_linux_missing_interface(lab: Lab) -> None:
 
 
 @pytest.mark.netns
-def test_linux_threads_and_event_loop(lab: Lab) -> None:
+def test_linux_threads_and_event_loop(lab: VethPair) -> None:
     out = _in_ns(
         lab.a,
         """
@@ -405,11 +367,11 @@ print(json.dumps(frames), flush=True)
 
 
 @pytest.mark.netns
-def test_linux_announce(lab: Lab) -> None:
+def test_linux_announce(lab: VethPair) -> None:
     # A neighbour that still has the VIP at some old MAC: gratuitous ARP must move it to ours
     # (Linux heeds unsolicited ARP only for entries it already has, unless arp_accept is set).
-    _ip("-n", lab.b, "neigh", "replace", "198.18.0.100", "lladdr", "02:00:00:00:00:99", "dev", "v1")
-    _ip("-n", lab.b, "neigh", "change", "198.18.0.100", "dev", "v1", "nud", "stale")
+    ip("-n", lab.b, "neigh", "replace", "198.18.0.100", "lladdr", "02:00:00:00:00:99", "dev", "v1")
+    ip("-n", lab.b, "neigh", "change", "198.18.0.100", "dev", "v1", "nud", "stale")
     capture = subprocess.Popen(
         [*_exec_in(lab.b, _CAPTURE), "v1", VIP.ip.packed.hex(), "6", str(10 * SCALE)],
         stdout=subprocess.PIPE,
@@ -427,7 +389,7 @@ def test_linux_announce(lab: Lab) -> None:
     assert out == {"sent": 6}
     expected = gratuitous_frames(mac_bytes(lab.a_mac), VIP.ip) * 3
     assert [bytes.fromhex(f) for f in json.loads(frames)] == expected
-    neigh = json.loads(_ip("-n", lab.b, "-j", "neigh", "show", "198.18.0.100", "dev", "v1"))
+    neigh = json.loads(ip("-n", lab.b, "-j", "neigh", "show", "198.18.0.100", "dev", "v1"))
     assert [entry["lladdr"] for entry in neigh] == [lab.a_mac]
 
 

@@ -644,13 +644,18 @@ def test_short_blips_move_nothing(tmp_path: Path) -> None:
 
 
 def test_longer_blips_move_at_most_once_each(tmp_path: Path) -> None:
-    """Case 9: 500 ms blips: at most one move each."""
+    """Case 9: 500 ms blips (longer than the dead time): at most one failover each.
+
+    Preemption (on here) then hands the VIP back to the primary once it has been eligible for
+    preempt_delay: that planned handover is the failover's failback, so the client sees at most
+    two owner changes per blip, never a flap within one.
+    """
     times = 4
     with _cluster(tmp_path) as cluster:
         res = blips(cluster, 0.5, times, gap=2.0)
         _show(res)
-        assert res.moves <= times, res.render()
         assert res.measures["n2_became_active"] <= times, res.render()
+        assert res.moves <= 2 * times, res.render()
         assert len(_holders(cluster)) == 1, res.render()
 
 

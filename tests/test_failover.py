@@ -1831,3 +1831,32 @@ def test_no_second_burst_while_ineligible() -> None:
     drive(fo, [(1.0, info(S.STANDBY, 1, eligible=False)), (1.5, SICK)])
     assert fo.state is S.ACTIVE
     assert drive(fo, [(2.6, Tick()), (3.0, WELL), (5.0, Tick())]) == []
+
+
+# ---- announcements heard while the link is down ---------------------------------------------------
+
+
+def test_an_owner_announcing_after_the_link_dropped_vetoes_a_silent_probe() -> None:
+    """Issue 5 part 3b: with frames from us to the owner dropped, our probes never reach it, so
+    they are silent; its announcements (every announce_interval while its link is down) still
+    prove it is alive, and nothing is taken."""
+    fo = standby_behind_owner()
+    probe = probe_of(drive(fo, [(10.0, DOWN)]))
+    drive(fo, [(10.2, Claimed(mac=MAC))])
+    acts = drive(fo, [(10.35, silent(probe))])
+    assert summary(acts) == [("vetoed", MAC)]
+    assert fo.state is S.PROBING
+    # Two announce intervals (and the grace) without one: the owner is really gone.
+    retry = probe_of(drive(fo, [fire(fo)]))
+    gone = 10.2 + 2 * TIMING.announce_interval + TIMING.conflict_grace + 0.01
+    acts = drive(fo, [(max(gone, fo.next_timer() or gone), silent(retry))])
+    assert fo.state is S.ACTIVE, summary(acts)
+
+
+def test_announcements_heard_while_the_link_was_up_do_not_veto() -> None:
+    """The owner's second burst shortly before it lost power must not delay the takeover."""
+    fo = standby_behind_owner()
+    drive(fo, [(9.9, Claimed(mac=MAC))])
+    probe = probe_of(drive(fo, [(10.0, DOWN)]))
+    acts = drive(fo, [(10.35, silent(probe))])
+    assert fo.state is S.ACTIVE, summary(acts)

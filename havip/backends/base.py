@@ -1,6 +1,6 @@
 """Where a VIP actually lives: the Backend protocol, its LAN listener and its error.
 
-`present/add/remove/announce`, `link_state` and `default_gateway` may block (netlink round
+`present/add/remove/announce` and `link_state` may block (netlink round
 trips, a gratuitous-ARP burst); the asyncio daemon calls them through `asyncio.to_thread`,
 never on the event loop. The LAN socket and the link monitor are non-blocking file
 descriptors the daemon watches with `loop.add_reader` (see `havip.shell.lanwatch`).
@@ -162,10 +162,6 @@ class Backend(Protocol):
 
     def link_state(self, interface: str) -> LinkState:
         """The link state now (blocking); a missing interface is exists=False."""
-        ...
-
-    def default_gateway(self, interface: str) -> IPv4Address | None:
-        """The IPv4 default route's gateway through `interface`, if any (blocking)."""
         ...
 
     def close(self) -> None:

@@ -115,9 +115,6 @@ class DryRunBackend:
     def link_state(self, interface: str) -> LinkState:
         return LinkState(exists=True, up=True, carrier=True)
 
-    def default_gateway(self, interface: str) -> IPv4Address | None:
-        return None
-
     def close(self) -> None:
         pass
 

@@ -331,18 +331,7 @@ class LinuxBackend:
     ) -> dict[IPv4Address, IPv4Address]:
         """For each witness, our own (non-VIP) address on its subnet, where we have one."""
 
-        def do(ipr: Any) -> list[IPv4Interface]:
-            index = self._index(ipr, interface)
-            if index is None:
-                return []
-            found = []
-            for msg in ipr.get_addr(index=index, family=socket.AF_INET):
-                local = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
-                if msg["index"] == index and local:
-                    found.append(IPv4Interface(f"{local}/{msg['prefixlen']}"))
-            return found
-
-        ours = [a for a in self._query(BackendOp.LISTEN, interface, do) if a.ip not in vips]
+        ours = [a for a in self._addresses(BackendOp.LISTEN, interface) if a.ip not in vips]
         sources = {}
         for witness in witnesses:
             for address in ours:
@@ -374,6 +363,25 @@ class LinuxBackend:
             if isinstance(exc.__cause__, NetlinkError) and exc.__cause__.code == errno.ENODEV:
                 return ABSENT
             raise
+
+    def addresses(self, interface: str) -> list[IPv4Interface]:
+        """The IPv4 addresses (with their prefix) on `interface`; none when it does not exist."""
+        return self._addresses(BackendOp.LINK, interface)
+
+    def _addresses(self, op: BackendOp, interface: str) -> list[IPv4Interface]:
+        def do(ipr: Any) -> list[IPv4Interface]:
+            index = self._index(ipr, interface)
+            if index is None:
+                return []
+            found = []
+            for msg in ipr.get_addr(index=index, family=socket.AF_INET):
+                # IFA_LOCAL is this host's end on point-to-point links, where IFA_ADDRESS is not.
+                local = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+                if msg["index"] == index and local:
+                    found.append(IPv4Interface(f"{local}/{msg['prefixlen']}"))
+            return found
+
+        return self._query(op, interface, do)
 
     def default_gateway(self, interface: str) -> IPv4Address | None:
         """The gateway of the main table's IPv4 default route out of `interface` (the one

@@ -462,6 +462,9 @@ class Failover:
 
     def _on_peer_down(self, event: PeerDown, out: list[Action]) -> None:
         self.peer = None
+        # Announcements heard while the link was up were the owner we knew about; only what
+        # it announces from now on proves it is still alive (see _claimed_lately).
+        self._claim_at = None
         self._preempt_at = None
         self._won_epoch = False
         # After a missed deadline the peer may only have blipped: see _start_probe.
@@ -601,7 +604,8 @@ class Failover:
             out.append(Conflict(mac=mac, peer=True, verdict=Verdict.KEEP))
 
     def _claimed_lately(self, now: float) -> bool:
-        """Another host announced the VIP within two of its announce intervals."""
+        """Since the peer link went down, another host announced the VIP within two of its
+        announce intervals."""
         at = self._claim_at
         window = 2 * self.timing.announce_interval + self.timing.conflict_grace
         return at is not None and now - at <= window
