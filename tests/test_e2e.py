@@ -223,12 +223,22 @@ def test_sigkill_of_the_active_daemon_moves_nothing(tmp_path: Path) -> None:
 
 
 def test_sigstop_of_the_active_daemon_moves_nothing(tmp_path: Path) -> None:
+    """Issue 9 part 3: frozen longer than the dead time, then SIGCONT: the owner notices the
+    freeze at its first timer (not 5 s later at reconcile), re-checks the LAN, keeps the VIP."""
     with _cluster(tmp_path) as cluster:
         res = sigstop(cluster)
         _show(res)
         _assert_nothing_moved(cluster, res)
         cluster.settle("n1")
         assert not _became_active(cluster, "n2", res.fault_at)
+        healed = next(when for when, what in res.timeline if what == "fault healed")
+        resumed = cluster.events("n1", "resumed", healed)
+        assert resumed, cluster.tail_logs()
+        assert resumed[0].ts - healed <= FREEZE_NOTICED_WITHIN_S * SCALE, cluster.tail_logs()
+        probes = [
+            ev for ev in cluster.events("n1", "probe", healed) if ev.get("purpose") == "conflict"
+        ]
+        assert probes, "the resumed owner must look at the LAN again"
 
 
 def test_cut_heartbeat_is_vetoed_and_the_pair_reconnects(tmp_path: Path) -> None:
@@ -379,6 +389,9 @@ def test_l2_partition_gives_two_owners_until_healed(tmp_path: Path) -> None:
         assert after, res.render()
         assert res.double_answers == 0, res.render()
 
+
+# A frozen daemon notices at its first timer after SIGCONT (a keepalive interval at most).
+FREEZE_NOTICED_WITHIN_S = 0.5
 
 # The default profile's dead time alone (320 ms) is beyond these; the fast one's is 50 ms.
 FAST_DETECT_MAX_S = 0.2

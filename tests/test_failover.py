@@ -1833,7 +1833,7 @@ def test_no_second_burst_while_ineligible() -> None:
     assert drive(fo, [(2.6, Tick()), (3.0, WELL), (5.0, Tick())]) == []
 
 
-# ---- announcements heard while the link is down ---------------------------------------------------
+# ---- announcements heard while the link is down --------------------------------------------------
 
 
 def test_an_owner_announcing_after_the_link_dropped_vetoes_a_silent_probe() -> None:
@@ -1845,7 +1845,7 @@ def test_an_owner_announcing_after_the_link_dropped_vetoes_a_silent_probe() -> N
     drive(fo, [(10.2, Claimed(mac=MAC))])
     acts = drive(fo, [(10.35, silent(probe))])
     assert summary(acts) == [("vetoed", MAC)]
-    assert fo.state is S.PROBING
+    assert fo.local_status().state is S.PROBING
     # Two announce intervals (and the grace) without one: the owner is really gone.
     retry = probe_of(drive(fo, [fire(fo)]))
     gone = 10.2 + 2 * TIMING.announce_interval + TIMING.conflict_grace + 0.01

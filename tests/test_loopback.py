@@ -7,7 +7,9 @@ holding the VIP still answers the other's probe until its host "powers off" (its
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import socket
 import ssl
 import struct
@@ -504,3 +506,24 @@ def test_a_restarted_standby_gets_in_within_a_second_under_a_flood(
             assert n1.cfg.peer_address[0] != STRANGER and refused() >= 64
 
     run(body())
+
+
+def test_sighup_is_logged_and_ignored(
+    certs: Certs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 5 part 17: SIGHUP used to kill the daemon (exit 129, VIP left behind). Until
+    reload exists it is logged and ignored. Sent to this very process: if the daemon did not
+    handle it, its default action would end the test run, which fails it."""
+
+    async def body() -> None:
+        async with pair(certs, tmp_path) as (n1, n2):
+            await until(lambda: n1.holds() and n2.state is State.STANDBY, "settled")
+            caplog.clear()
+            os.kill(os.getpid(), signal.SIGHUP)
+            await until(lambda: "event=sighup_ignored" in caplog.text, "SIGHUP logged")
+            assert n1.task is not None and not n1.task.done()
+            assert n1.state is State.ACTIVE and n1.holds()
+            assert n2.state is State.STANDBY and n2.d.link.up
+
+    with caplog.at_level(logging.INFO, logger="havip"):
+        run(body())

@@ -31,7 +31,8 @@ class DryRunBackend:
 
     With `lan_dir` (a folder both nodes share, standing in for the LAN) a VIP we own is the
     file `lan_dir/<vip ip>/<node>`, so the other node's probe sees it. Without `lan_dir`
-    ownership is kept in memory and probes never find anyone.
+    ownership is kept in memory and probes never find anyone. `history` records every
+    successful add, remove and announce in order, so tests can check the order of effects.
     """
 
     name = "dry-run"
@@ -43,6 +44,11 @@ class DryRunBackend:
         self.lan_dir = lan_dir
         self._owned: set[IPv4Address] = set()
         self._lock = threading.Lock()
+        self.history: list[tuple[BackendOp, str]] = []
+
+    def _done(self, op: BackendOp, vip: Vip) -> None:
+        with self._lock:
+            self.history.append((op, str(vip)))
 
     def _file(self, vip: Vip) -> Path:
         assert self.lan_dir is not None
@@ -58,6 +64,7 @@ class DryRunBackend:
         if self.lan_dir is None:
             with self._lock:
                 self._owned.add(vip.ip)
+            self._done(BackendOp.ADD, vip)
             return
         path = self._file(vip)
         try:
@@ -68,19 +75,23 @@ class DryRunBackend:
             tmp.replace(path)
         except OSError as exc:
             raise BackendError(BackendOp.ADD, vip, f"cannot write {path}: {exc}") from exc
+        self._done(BackendOp.ADD, vip)
 
     def remove(self, vip: Vip) -> None:
         if self.lan_dir is None:
             with self._lock:
                 self._owned.discard(vip.ip)
+            self._done(BackendOp.REMOVE, vip)
             return
         path = self._file(vip)
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise BackendError(BackendOp.REMOVE, vip, f"cannot remove {path}: {exc}") from exc
+        self._done(BackendOp.REMOVE, vip)
 
     def announce(self, vip: Vip) -> int:
+        self._done(BackendOp.ANNOUNCE, vip)
         return 0
 
     def holders(self, ip: IPv4Address, interface: str) -> list[str]:
