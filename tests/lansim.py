@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from havip.core.failover import (
+from havip.core.events import (
     Acquire,
     Acquired,
     Action,
@@ -27,7 +27,6 @@ from havip.core.failover import (
     BackendFailed,
     Claimed,
     Event,
-    Failover,
     FailoverTiming,
     LocalHealth,
     PeerDown,
@@ -44,6 +43,9 @@ from havip.core.failover import (
     Stop,
     Tick,
     Transition,
+)
+from havip.core.failover import (
+    Failover,
 )
 from havip.core.session import LocalStatus, PeerStatus
 from havip.core.states import Cause, LinkDown, Reason, State

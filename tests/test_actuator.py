@@ -12,7 +12,7 @@ import pytest
 from havip.backends.base import BackendError, BackendOp
 from havip.backends.dryrun import DryRunBackend
 from havip.config import Vip
-from havip.core.failover import (
+from havip.core.events import (
     Acquire,
     Acquired,
     Announce,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from havip.core.failover import TRANSITIONS
+from havip.core.failover import (
+    TRANSITIONS,
+)
 from havip.core.states import State
 from havip.diagram import BEGIN, END, mermaid, readme_block
 

@@ -10,8 +10,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from havip.core import failover
-from havip.core.failover import (
-    TRANSITIONS,
+from havip.core.events import (
     Acquire,
     Acquired,
     Action,
@@ -20,7 +19,6 @@ from havip.core.failover import (
     Claimed,
     Conflict,
     Event,
-    Failover,
     FailoverTiming,
     Isolated,
     LocalHealth,
@@ -39,9 +37,13 @@ from havip.core.failover import (
     Stop,
     Tick,
     Transition,
-    TransitionError,
     Verdict,
     Vetoed,
+)
+from havip.core.failover import (
+    TRANSITIONS,
+    Failover,
+    TransitionError,
 )
 from havip.core.session import LocalStatus, PeerStatus
 from havip.core.states import Cause, LinkDown, Reason, State

@@ -19,15 +19,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from havip.core.failover import (
-    TRANSITIONS,
+from havip.core.events import (
     Acquire,
     Acquired,
     Action,
     BackendFailed,
     Claimed,
     Event,
-    Failover,
     FailoverTiming,
     LocalHealth,
     PeerDown,
@@ -46,6 +44,10 @@ from havip.core.failover import (
     Tick,
     Transition,
     Vetoed,
+)
+from havip.core.failover import (
+    TRANSITIONS,
+    Failover,
 )
 from havip.core.session import PeerStatus
 from havip.core.states import Cause, LinkDown, Reason, State

@@ -15,15 +15,17 @@ from functools import partial
 import pytest
 from lansim import Checker, World, simulate
 
-from havip.core.failover import (
+from havip.core.events import (
     Action,
     Claimed,
     Event,
-    Failover,
     LocalHealth,
     ProbeDone,
     Release,
     SendResign,
+)
+from havip.core.failover import (
+    Failover,
 )
 from havip.core.states import Reason
 

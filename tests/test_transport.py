@@ -24,7 +24,11 @@ import trustme
 from flood import STRANGER, flood
 
 from havip.config import Config, Timing, TlsFiles
-from havip.core.failover import Event, PeerDown, PeerUp
+from havip.core.events import (
+    Event,
+    PeerDown,
+    PeerUp,
+)
 from havip.core.session import LocalStatus, PeerSession
 from havip.core.states import State
 from havip.core.wire import Close, ErrorKind, FrameDecoder, Hello, Message, Resign, encode

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from havip.backends.base import Backend, BackendError, BackendOp
 from havip.config import Vip
-from havip.core.failover import (
+from havip.core.events import (
     Acquire,
     Acquired,
     Announce,

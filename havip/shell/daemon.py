@@ -24,18 +24,18 @@ from havip import __version__
 from havip.backends.base import Backend, LinkState
 from havip.config import Config, Vip, witness_plan
 from havip.core.eligibility import Eligibility
-from havip.core.failover import (
+from havip.core.events import (
     Acquire,
     Announce,
     Claimed,
     Conflict,
     Event,
-    Failover,
     FailoverTiming,
     Isolated,
     LocalHealth,
     Probe,
     ProbeDone,
+    ProbePurpose,
     Release,
     Resumed,
     SendResign,
@@ -44,8 +44,11 @@ from havip.core.failover import (
     Stop,
     Tick,
     Transition,
-    TransitionError,
     Vetoed,
+)
+from havip.core.failover import (
+    Failover,
+    TransitionError,
 )
 from havip.core.states import Cause, Reason, State
 from havip.shell.actuator import Actuator, Reconcile
@@ -496,9 +499,14 @@ class Daemon:
                 purpose=probe.purpose,
                 result=result,
                 mac=out.answered_by,
+                rival="true" if out.rival else None,
                 witness=None if out.witness is None else str(out.witness).lower(),
                 window=probe.window,
-                level=logging.DEBUG if out.answered_by else logging.INFO,
+                # A vetoed takeover repeats for as long as the holder lives: its own summary
+                # line says so (takeover_vetoed); every other probe is worth a line.
+                level=logging.DEBUG
+                if out.answered_by and probe.purpose is ProbePurpose.TAKEOVER
+                else logging.INFO,
             )
             if out.witness and self.eligibility is not None:
                 # A witness heard proves we hear the LAN. Silence is left to the periodic

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from havip.config import Config
-from havip.core.failover import Event, PeerDown, PeerInfo, PeerResigned, PeerUp
+from havip.core.events import (
+    Event,
+    PeerDown,
+    PeerInfo,
+    PeerResigned,
+    PeerUp,
+)
 from havip.core.session import (
     LocalStatus,
     PeerClosing,
