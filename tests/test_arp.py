@@ -352,9 +352,30 @@ def test_filter_accepts_exactly_what_classify_reports(
     assert (_run_bpf(program, frame + tail, pkttype) > 0) == bool(wanted)
 
 
-@given(st.binary(max_size=128))
-def test_parse_never_raises_on_garbage(data: bytes) -> None:
-    parse_arp(data)
+_ARP_HEADER = bytes.fromhex("0806000108000604")  # ethertype, htype, ptype, lens
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=128),
+        st.binary(min_size=30, max_size=80).map(lambda b: b[:12] + _ARP_HEADER + b[12:]),
+    )
+)
+def test_parse_reads_exactly_ethernet_ipv4_arp(data: bytes) -> None:
+    """Never raises; accepts exactly a long-enough frame with the Ethernet/IPv4 ARP header,
+    and what it reads rebuilds the same ARP payload."""
+    packet = parse_arp(data)
+    is_arp = len(data) >= 42 and data[12:20] == _ARP_HEADER
+    assert (packet is not None) == is_arp
+    if packet is not None:
+        rebuilt = build_arp(
+            op=packet.op,
+            sender_mac=packet.sender_mac,
+            sender_ip=packet.sender_ip,
+            target_mac=packet.target_mac,
+            target_ip=packet.target_ip,
+        )
+        assert rebuilt[12:42] == data[12:42]
 
 
 @given(st.integers(min_value=0, max_value=41), st.binary(min_size=1, max_size=60))
