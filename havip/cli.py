@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -108,7 +109,6 @@ def _run(path: Path, log_level: str) -> int:
     import ssl
 
     from havip.backends import make_backend
-    from havip.config import check_environment
     from havip.shell.control import ControlError
     from havip.shell.daemon import Daemon
     from havip.shell.logs import event, setup_logging
@@ -117,7 +117,7 @@ def _run(path: Path, log_level: str) -> int:
     if cfg is None:
         return EXIT_CONFIG
     # The same checks as check-config, with the same lines: never start on what it rejects.
-    problems = check_environment(cfg)
+    problems = environment_problems(cfg)
     for line in problems:
         _err(line)
     if problems:
@@ -135,6 +135,41 @@ def _run(path: Path, log_level: str) -> int:
         event("fatal", str(exc), level=40)
         _err(str(exc))
         return EXIT_RUNTIME
+
+
+def environment_problems(cfg: Config) -> list[str]:
+    """check_environment(cfg), run in a forked child where the platform allows it.
+
+    The certificate checks load `cryptography` (about 8 MB); the daemon itself never needs
+    it, so it stays in the child and the daemon's memory stays small for as long as it runs.
+    """
+    from havip.config import check_environment
+
+    if not hasattr(os, "fork"):
+        return check_environment(cfg)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: check, report, exit without running the parent's cleanup
+        code = 0
+        try:
+            os.close(read_end)
+            with os.fdopen(write_end, "w") as out:
+                json.dump(check_environment(cfg), out)
+        except BaseException:  # anything at all: the parent reports it
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as inp:
+        text = inp.read()
+    _, status = os.waitpid(pid, 0)
+    try:
+        problems = json.loads(text) if os.waitstatus_to_exitcode(status) == 0 else None
+    except ValueError:
+        problems = None
+    if not isinstance(problems, list):
+        return check_environment(cfg)  # the child failed: check here, whatever it costs
+    return [str(line) for line in problems]
 
 
 def raise_fd_limit() -> None:

@@ -94,6 +94,14 @@ class Timing:
     handshake_timeout: float = 2.0
     reconnect_max: float = 0.5
     preempt_delay: float = 1.0
+    # How long past a missed deadline a takeover probe listens, so that a peer whose carrier
+    # blipped for less than the dead time is back and answers. None: one keepalive interval.
+    blip_guard: float | None = None
+
+    @property
+    def guard(self) -> float:
+        """blip_guard, with its default (one keepalive interval) filled in."""
+        return self.keepalive_interval if self.blip_guard is None else self.blip_guard
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -449,8 +457,8 @@ class _Loader:
         except ValueError as exc:
             self.error(dotted, str(exc))
             return None
-        # Failback may be immediate; every other duration must be positive.
-        if seconds < 0 or (seconds == 0 and key != "preempt_delay"):
+        # Failback may be immediate and the blip guard off; every other duration is positive.
+        if seconds < 0 or (seconds == 0 and key not in ("preempt_delay", "blip_guard")):
             self.error(dotted, f"must be positive (got {value})")
             return None
         return seconds

@@ -239,8 +239,10 @@ def _check(name: str, run: RunNumbers) -> bool:
         ("partition-heal", _run(0.0, outage_after_heal_ms=110.0), False),
         ("blips-250", _run(250.0, n2_became_active=0.0), True),
         ("blips-250", _run(250.0, moves=1, n2_became_active=0.0), False),
-        ("blips-500", _run(500.0, moves=4), True),
-        ("blips-500", _run(500.0, moves=5), False),
+        ("blips-500", _run(500.0, moves=8, n2_became_active=4.0), True),
+        ("blips-500", _run(500.0, moves=6, n2_became_active=5.0), False),
+        ("blips-500", _run(500.0, moves=9, n2_became_active=4.0), False),
+        ("blips-500", _run(500.0, moves=2), False),  # failovers not measured: no verdict
         ("no-interface", _run(100.0, moves=1), True),
         ("no-interface", _run(100.0, moves=3), False),
         ("third-host", _run(0.0, detected_after_s=0.4, n1_released=0.0), True),

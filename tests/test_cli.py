@@ -359,3 +359,25 @@ def test_squatted_metrics_port_is_not_fatal_and_a_second_daemon_is_refused(
             first.wait()
     assert first.returncode == 0
     assert not (tmp_path / "n1.sock").exists()  # removed at shutdown
+
+
+def test_the_run_checks_leave_cryptography_out_of_the_daemon(pki_dir: Path, tmp_path: Path) -> None:
+    """`run` checks certificates like check-config does, but in a forked child: the daemon
+    never loads `cryptography` (about 8 MB of RSS for as long as it runs)."""
+    cfg = _write_config(tmp_path, "n1", _free_port(), _free_port(), "")
+    (pki_dir / "n1.key").chmod(0o644)  # one problem, so the check has something to say
+    code = f"""
+import sys
+from pathlib import Path
+from havip.cli import environment_problems
+from havip.config import check_environment, load_config
+cfg = load_config(Path({str(cfg)!r}))
+got = environment_problems(cfg)
+assert got and all("n1.key" in line or "key" in line for line in got[:1]), got
+assert "cryptography" not in sys.modules, "the parent loaded cryptography"
+assert got == check_environment(cfg)  # the same lines as check-config (this loads it here)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60 * SCALE
+    )
+    assert proc.returncode == 0, proc.stderr

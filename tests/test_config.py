@@ -846,6 +846,25 @@ def test_preempt_delay_may_be_zero(tmp_path: Path) -> None:
     assert load_config(path).timing.preempt_delay == 0.0
 
 
+@pytest.mark.parametrize(
+    ("line", "guard"), [("", 0.15), ('blip_guard = "0s"', 0.0), ('blip_guard = "80ms"', 0.08)]
+)
+def test_blip_guard_defaults_to_one_keepalive_interval(
+    tmp_path: Path, line: str, guard: float
+) -> None:
+    path = tmp_path / "havip.toml"
+    path.write_text(EXAMPLE.read_text().replace("\n[timing]\n", f"\n[timing]\n{line}\n", 1))
+    assert load_config(path).timing.guard == pytest.approx(guard)
+
+
+def test_blip_guard_must_not_be_negative(tmp_path: Path) -> None:
+    path = tmp_path / "havip.toml"
+    bad = 'blip_guard = "-5ms"'
+    path.write_text(EXAMPLE.read_text().replace("\n[timing]\n", f"\n[timing]\n{bad}\n", 1))
+    with pytest.raises(ConfigError, match=r"timing\.blip_guard"):
+        load_config(path)
+
+
 # --- control socket, witnesses, off-link VIPs -----------------------------------------------
 
 IP = ipaddress.IPv4Address

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -124,6 +124,7 @@ def _config_text(
     heartbeat_net: bool = False,
     witnesses: Sequence[str] | None = None,
     control_dir: Path | None = None,
+    timing: Mapping[str, str] | None = None,
 ) -> str:
     peer = "n2" if node == "n1" else "n1"
     addresses = HB_ADDRESSES if heartbeat_net else ADDRESSES
@@ -153,6 +154,7 @@ def _config_text(
             "",
             "[timing]",
             f'profile = "{"fast" if fast else "default"}"',
+            *(f'{key} = "{value}"' for key, value in (timing or {}).items()),
             "",
             "[[vip]]",
             f'address = "{VIP_CIDR}"',
@@ -183,6 +185,7 @@ class Cluster:
         fast: bool = False,
         preempt: bool = True,
         witnesses: Sequence[str] | None = None,
+        timing: Mapping[str, str] | None = None,
     ) -> None:
         self.lab = lab
         self.dir = workdir
@@ -207,6 +210,7 @@ class Cluster:
                 heartbeat_net=lab.heartbeat_net,
                 witnesses=witnesses,
                 control_dir=self.control_dir,
+                timing=timing,
             )
             self.config(node).write_text(text)
 
@@ -1198,11 +1202,14 @@ def running_cluster(
     rogue: bool = False,
     witnesses: Sequence[str] | None = None,
     start: bool = True,
+    timing: Mapping[str, str] | None = None,
 ) -> Iterator[Cluster]:
     """A fresh lab with both daemons (unless start=False) and the echo responders (a rogue
     echo too when the lab has the rogue host); everything removed afterwards."""
     with Lab(heartbeat_net=heartbeat_net, rogue=rogue) as lab:
-        cluster = Cluster(lab, workdir, fast=fast, preempt=preempt, witnesses=witnesses)
+        cluster = Cluster(
+            lab, workdir, fast=fast, preempt=preempt, witnesses=witnesses, timing=timing
+        )
         try:
             cluster.start_echoes()
             if rogue:

@@ -119,7 +119,7 @@ class Daemon:
                 fault_retry=FAULT_RETRY,
                 fault_retry_max=FAULT_RETRY_MAX,
                 probe_window=t.probe_window,
-                blip_guard=t.keepalive_interval,
+                blip_guard=t.guard,
                 dead_time=t.dead_time,
                 announce_again=ANNOUNCE_AGAIN,
                 announce_interval=ANNOUNCE_INTERVAL,
