@@ -10,16 +10,16 @@ its verdicts are not decoration), 1 if a run could not complete (the numbers wou
 incomplete) or the lab cannot be built, 2 for usage errors.
 
 Scenarios: power-off, power-off-noguard, power-off-fast, sigterm, failback, sigkill, sigstop,
-cut-heartbeat, and issue 5's faults: isolated-drop, isolated-carrier, vip-link-admin, vip-link-
-carrier, heartbeat-blip, one-way-n2-n1, one-way-n1-n2, partition-heal, frozen-owner, restart-
-secondary, third-host, no-interface, blips-250, blips-500, flood (each N runs; outage = the
-longest run of unanswered client rounds, 10 ms resolution; two owners = client rounds answered
-by two MACs or both daemons logging ownership, whichever is longer; moves = changes of the node
-answering the client), idle (CPU and RSS of each settled daemon over a window), soak (2 % random
-loss between all LAN ports for a while: takeovers, failure signals, vetoed takeovers, missed
-keepalives, client outage, the owner at the end). The default run fits in about 15 minutes. Logs
-of any run that failed, took over when it must not, or saw two owners are copied to --keep-logs
-(default: a fresh temporary directory, printed)."""
+cut-heartbeat, and issue 5's faults: isolated-drop, isolated-carrier, vip-link-admin,
+vip-link-carrier, heartbeat-blip, one-way-n2-n1, one-way-n1-n2, partition-heal, frozen-owner,
+restart-secondary, third-host, no-interface, blips-250, blips-500, flood (each N runs; outage =
+the longest run of unanswered client rounds, 10 ms resolution; two owners = client rounds
+answered by two MACs or both daemons logging ownership, whichever is longer; moves = changes of
+the node answering the client), idle (CPU and RSS of each settled daemon over a window), soak (2
+% random loss between all LAN ports for a while: takeovers, failure signals, vetoed takeovers,
+missed keepalives, client outage, the owner at the end). The default run fits in about 15
+minutes. Logs of any run that failed, took over when it must not, or saw two owners are copied
+to --keep-logs (default: a fresh temporary directory, printed)."""
 
 from __future__ import annotations
 
