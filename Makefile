@@ -54,7 +54,7 @@ test: deps venv lint
 bench: deps venv
 	$(BIN)/python -m bench.failover
 
-# The 10-minute 2 % packet-loss soak alone.
+# The 2 % packet-loss soak alone (300 s by default; --soak SECONDS to change).
 soak: deps venv
 	$(BIN)/python -m bench.failover --only soak
 

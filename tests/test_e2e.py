@@ -470,6 +470,9 @@ def test_isolated_standby_takes_nothing(tmp_path: Path, how: str, hold: float) -
                 for ev in cluster.events("n2", "eligibility", res.fault_at)
                 if ev.get("eligible") == "false"
             ] or cluster.events("n2", "isolated", res.fault_at), cluster.tail_logs()
+        # While it lasted, `havip status` and /metrics said why n2 would not take the VIP.
+        assert res.measures["status_says_so"] == 1.0, res.render()
+        assert res.measures["metrics_say_so"] == 1.0, res.render()
         cluster.settle("n1")
 
 

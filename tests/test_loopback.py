@@ -25,9 +25,9 @@ import trustme
 from flood import STRANGER, flood
 
 from havip import pki
-from havip.backends.dryrun import DryRunBackend
+from havip.backends.dryrun import DryRunBackend, dry_run_mac
 from havip.config import Config, Timing, TlsFiles, Vip
-from havip.core.session import LocalStatus, PeerSession
+from havip.core.session import LocalStatus, PeerSession, format_mac
 from havip.core.states import State
 from havip.core.wire import Close, ErrorKind, FrameDecoder, Hello, Keepalive, encode
 from havip.shell.daemon import Daemon
@@ -527,3 +527,32 @@ def test_sighup_is_logged_and_ignored(
 
     with caplog.at_level(logging.INFO, logger="havip"):
         run(body())
+
+
+def test_a_lasting_veto_shows_who_answers_and_why_the_node_waits(
+    certs: Certs, tmp_path: Path
+) -> None:
+    """Issue 5 part 7: a host that is not the peer answers for the VIP (here a third node's
+    file in the shared dry-run LAN). The standby, its primary gone, never takes the VIP and
+    `havip status` names the answering MAC and why it waits; once it stops, it takes over."""
+
+    async def body() -> None:
+        rogue = tmp_path / "lan" / str(VIP.ip) / "rogue"
+        rogue.parent.mkdir(parents=True)
+        rogue.write_text("the VIP, held by somebody else\n")
+        n2 = await Node(_config("n2", certs, tmp_path, _free_port())).start()
+        try:
+            await until(lambda: n2.d.failover.vetoed_by is not None, "n2 vetoed")
+            status = n2.d.status()
+            mac = format_mac(dry_run_mac("rogue"))
+            assert status["state"] == "probing" and status["vetoed_by"] == mac
+            assert mac is not None and mac in str(status["waiting"])
+            assert not n2.holds()
+            assert n2.sample("havip_takeovers_vetoed_total", {"vip": str(VIP)}) >= 1
+            rogue.unlink()  # the other host lets go
+            await until(lambda: n2.holds() and n2.state is State.ACTIVE, "n2 takes over")
+            assert n2.d.status()["waiting"] is None
+        finally:
+            await n2.crash()
+
+    run(body())

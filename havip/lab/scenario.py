@@ -662,8 +662,10 @@ def _no_takeover(
     inject: Callable[[], None],
     heal: Callable[[], None],
     hold: float,
+    during: Callable[[Result], None] | None = None,
 ) -> Result:
-    """Inject a fault that must NOT move the VIP, hold it, heal it; n1 must still own."""
+    """Inject a fault that must NOT move the VIP, hold it, heal it; n1 must still own.
+    `during(res)` runs once in the middle of the fault (to read status or metrics)."""
     cluster.settle("n1")
     with cluster.client(name.split()[0]) as out:
         _before_fault()
@@ -671,7 +673,12 @@ def _no_takeover(
         inject()
         res.mark(res.fault_at, "fault injected")
         cluster.wait_event("n2", "peer_lost", res.fault_at)
-        time.sleep(hold * SCALE)
+        if during is not None:
+            time.sleep(hold * SCALE / 2)
+            during(res)
+            time.sleep(max(res.fault_at + hold * SCALE - time.time(), 0.0))
+        else:
+            time.sleep(hold * SCALE)
         healed = time.time()
         heal()
         res.mark(healed, "fault healed")
@@ -759,12 +766,26 @@ _INTERESTING = (
 def isolated_standby(cluster: Cluster, how: Isolation | str, hold: float) -> Result:
     """Issue 5 case 1: n2 cut off the LAN (drop or carrier) for `hold` s. Nothing may move."""
     how = Isolation(how)
+
+    def look(res: Result) -> None:
+        # What an operator sees while it lasts: status and metrics say why n2 would not take.
+        status = cluster.status("n2")
+        res.measures["status_says_so"] = float(
+            status.get("isolated") is True or status.get("eligible") is False
+        )
+        text = cluster.metrics("n2")
+        res.measures["metrics_say_so"] = float(
+            "\nhavip_isolated 1.0" in text or "\nhavip_eligible 0.0" in text
+        )
+        res.notes.append(f"n2 status while cut off: waiting = {status.get('waiting')!r}")
+
     res = _no_takeover(
         cluster,
         f"isolated standby (n2 {how.value}) for {hold:g} s",
         lambda: cluster.lab.isolate("n2", how),
         lambda: cluster.lab.unisolate("n2"),
         hold,
+        during=look,
     )
     _mark_events(cluster, res, res.fault_at, ("isolated", "eligibility"))
     return res
