@@ -120,7 +120,6 @@ MAX_RUNS = 1000
 IDLE_WARMUP_S = 3.0
 RSS_SAMPLE_EVERY_S = 1.0
 SOAK_PROGRESS_EVERY_S = 60.0
-METRICS_URL = "http://127.0.0.1:9741/metrics"  # scenario.METRICS, inside each node's namespace
 
 CPU_LIMIT_PERCENT = 0.5
 RSS_LIMIT_MB = 50.0
@@ -800,17 +799,6 @@ def idle_rows(numbers: Sequence[IdleNumbers]) -> list[Row]:
 # ---- soak under packet loss ----------------------------------------------------------------------
 
 
-def _metrics(cluster: Cluster, node: str) -> str:
-    code = (
-        "import urllib.request;"
-        f"print(urllib.request.urlopen({METRICS_URL!r}, timeout=5).read().decode())"
-    )
-    done = cluster.lab.exec(node, [sys.executable, "-c", code], check=False)
-    if done.returncode != 0:
-        raise BenchError(f"cannot read {node}'s {METRICS_URL}: {done.stderr.strip()[-200:]}")
-    return done.stdout
-
-
 _SOAK_COUNTERS = (
     "havip_keepalives_missed_total",
     "havip_takeovers_vetoed_total",
@@ -845,7 +833,7 @@ def run_soak(seconds: float, keeper: LogKeeper) -> SoakNumbers:
         cluster.settle("n1")
         exits: list[str] = []
         with cluster.client("soak", duration=seconds + 60.0) as out:
-            before = {node: _metrics(cluster, node) for node in NODES}
+            before = {node: cluster.metrics(node) for node in NODES}
             start = time.time()
             cluster.lab.set_loss(SOAK_LOSS_PERCENT)
             try:
@@ -854,7 +842,7 @@ def run_soak(seconds: float, keeper: LogKeeper) -> SoakNumbers:
                 cluster.lab.clear_loss()
             end = time.time()
             time.sleep(1.0)
-            after = {node: _metrics(cluster, node) for node in NODES}
+            after = {node: cluster.metrics(node) for node in NODES}
         counters = {
             node: {
                 name: metric_total(after[node], name) - metric_total(before[node], name)

@@ -444,7 +444,10 @@ class World:
         if not host.alive or host.fo is None:
             return
         heard = host.visible and not self.lost()
-        host.witness_misses = 0 if heard else host.witness_misses + 1
+        if heard or host.carrier:
+            # As the daemon: a check during a carrier loss is left to the (debounced) link
+            # state, not counted as a witness miss as well.
+            host.witness_misses = 0 if heard else host.witness_misses + 1
         self._health(i)
         if host.fo is not None and host.fo.state is State.ACTIVE:
             # The owner's periodic probe of its own VIP: another holder's kernel replies.

@@ -177,6 +177,7 @@ class Daemon:
         self._conflicts: dict[tuple[str, str], _Summary] = {}
         self.witness_warnings: list[str] = []
         self.witnesses: Mapping[str, Sequence[IPv4Address]] = {}
+        self._link_events = 0  # link changes seen so far (a check compares before and after)
 
     @property
     def owned(self) -> dict[str, bool]:
@@ -443,6 +444,7 @@ class Daemon:
         self.feed(Claimed(mac=mac))
 
     def _on_link(self, interface: str, state: LinkState) -> None:
+        self._link_events += 1
         if self.eligibility is None:
             return
         event(
@@ -535,17 +537,26 @@ class Daemon:
         """Witness checks (eligibility) and, while we own the VIP, a probe for third hosts."""
         assert self.lan is not None
         lan = self.lan
-        if not lan.has_witnesses and not self.cfg.vips:
-            return
+        interfaces = sorted({v.interface for v in self.cfg.vips})
         while True:
             await asyncio.sleep(CHECK_EVERY)
             owns = self.failover.state is State.ACTIVE
             if not lan.has_witnesses and not owns:
                 continue
+            links_before = self._link_events
             heard = await lan.check(probe_vips=owns, window=self.cfg.timing.probe_window)
-            if heard is not None and self.eligibility is not None:
-                self.eligibility.witness(heard, self.loop.time())
-                self._update_eligibility()
+            if heard is None or self.eligibility is None:
+                continue
+            link_trouble = self._link_events != links_before or not all(
+                lan.link(name).cause is Cause.OK for name in interfaces
+            )
+            if heard is False and link_trouble:
+                # The link itself was down or changed during the check: its state speaks for
+                # it (debounced by the dead time), so a short carrier blip is not also counted
+                # as a witness miss, which would make two blips in a row cost eligibility.
+                continue
+            self.eligibility.witness(heard, self.loop.time())
+            self._update_eligibility()
 
     async def _reconcile_loop(self) -> None:
         stall = self.cfg.timing.dead_time
