@@ -971,9 +971,9 @@ def addresses(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[ipaddress.IPv4I
     ("configured", "offlink", "problem"),
     [
         (["198.18.0.1/24"], False, None),
-        (["10.9.0.1/8", "198.18.0.1/16"], False, None),
+        (["198.19.9.1/24", "198.18.0.1/16"], False, None),
         ([], False, "(it has no IPv4 address)"),
-        (["10.9.0.1/8"], False, "lies in no subnet configured on"),
+        (["198.19.9.1/24"], False, "lies in no subnet configured on"),
         # the VIP itself on the interface (a running daemon holds it) proves nothing
         (["198.18.0.100/24"], False, "(it has no IPv4 address)"),
         ([], True, None),
@@ -1102,8 +1102,8 @@ def test_witness_plan_empty_list_is_an_explicit_no(
 def test_witness_plan_defaults_to_the_gateway_on_the_vip_lan(
     tmp_path: Path, gateways: dict[str, list[IP] | Exception]
 ) -> None:
-    gateways["eth0"] = [IP("10.0.0.1"), IP("198.18.0.254")]
-    gateways["eth1"] = [IP("10.0.0.1")]  # a default route, but not on the VIP's LAN
+    gateways["eth0"] = [IP("198.19.0.1"), IP("198.18.0.254")]
+    gateways["eth1"] = [IP("198.19.0.1")]  # a default route, but not on the VIP's LAN
     cfg = load(tmp_path, TWO_LANS)
     plan, warnings = config.witness_plan(cfg)
     assert plan == {"eth0": (IP("198.18.0.254"),), "eth1": ()}
