@@ -110,7 +110,7 @@ class Actuator:
             self._feed(BackendFailed(op=op, error=str(exc)))
             raise
 
-    def _set_owned(self, vip: Vip, owned: bool) -> None:
+    def set_owned(self, vip: Vip, owned: bool) -> None:
         """Record what the interface holds, for /status and the metric alike."""
         self.owned[str(vip)] = owned
         self.metrics.set_vip_owned(str(vip), owned)
@@ -129,7 +129,7 @@ class Actuator:
                 await self._call("add", self.backend.add, vip)
             except BackendError:
                 return
-            self._set_owned(vip, True)
+            self.set_owned(vip, True)
             event("vip_added", vip=vip, interface=vip.interface, epoch=epoch)
         await self.announce("acquired")
         self._feed(Acquired(epoch=epoch))
@@ -154,7 +154,7 @@ class Actuator:
             except BackendError:
                 ok = False
                 continue
-            self._set_owned(vip, False)
+            self.set_owned(vip, False)
             event("vip_removed", vip=vip, reason=reason)
         self._released_ok = ok
 
@@ -186,7 +186,7 @@ class Actuator:
                     await self._call("remove", self.backend.remove, vip)
                 except BackendError:
                     continue
-                self._set_owned(vip, False)
+                self.set_owned(vip, False)
                 continue
             # We own the VIP and it is gone: somebody removed it by hand. Put it back only if
             # we are still entitled to it, i.e. nobody else answers for it now.
@@ -198,7 +198,7 @@ class Actuator:
                 state=state,
                 cause="removed_externally",
             )
-            self._set_owned(vip, False)
+            self.set_owned(vip, False)
             answered = await self._probe_owner()
             if answered is not None:
                 self._feed(Claimed(mac=answered))
@@ -209,6 +209,6 @@ class Actuator:
                 await self._call("add", self.backend.add, vip)
             except BackendError:
                 continue
-            self._set_owned(vip, True)
+            self.set_owned(vip, True)
             event("vip_added", vip=vip, interface=vip.interface, reason="reconcile")
             await self.announce("reconcile")

@@ -225,13 +225,14 @@ class Daemon:
             )
         await self._start_lan()
         self.servers.extend(await self.link.start())
-        present = any(
-            await asyncio.gather(*(asyncio.to_thread(self.backend.present, v) for v in cfg.vips))
+        found = await asyncio.gather(
+            *(asyncio.to_thread(self.backend.present, v) for v in cfg.vips)
         )
+        for vip, here in zip(cfg.vips, found, strict=True):
+            self.actuator.set_owned(vip, here)
+        present = any(found)
         if present:
             event("vip_found", "an earlier run left the VIP on our interface", level=logging.INFO)
-            for vip in cfg.vips:
-                self.actuator.owned[str(vip)] = True
         self._spawn(self.actuator.run())
         self._spawn(self._reconcile_loop())
         self._spawn(self._check_loop())
