@@ -330,13 +330,7 @@ class Daemon:
 
     def feed(self, ev: Event) -> None:
         """Give one event to the failover machine and dispatch what it decides."""
-        timer = self._timer
-        if timer is not None and self.loop.time() - timer.when() > self.cfg.timing.dead_time:
-            # Our timer is long overdue: this process was frozen. The machine must hear that
-            # before anything that queued up meanwhile (a stale keepalive, a peer's claim).
-            self._timer = None
-            timer.cancel()
-            self._resumed(self.loop.time() - timer.when())
+        self._notice_freeze()
         try:
             actions = self.failover.handle(ev, self.loop.time())
         except TransitionError as exc:
@@ -596,14 +590,23 @@ class Daemon:
             self._timer.cancel()
         self._timer = self.loop.call_at(when, self._on_timer) if when is not None else None
 
+    def _notice_freeze(self) -> None:
+        """If our one timer is long overdue, this process was frozen (SIGSTOP, a paused VM):
+        the machine must hear that before anything that queued up meanwhile (a stale
+        keepalive, a peer's claim, an old deadline). Runs first in every callback that feeds."""
+        timer = self._timer
+        if timer is None:
+            return
+        late = self.loop.time() - timer.when()
+        if late > self.cfg.timing.dead_time:
+            self._timer = None
+            timer.cancel()
+            self._resumed(late)
+
     def _on_timer(self) -> None:
-        scheduled = self._timer.when() if self._timer is not None else None
+        self._notice_freeze()
         self._timer = None
         now = self.loop.time()
-        if scheduled is not None and now - scheduled > self.cfg.timing.dead_time:
-            # The timer fired far too late: this process was frozen. Say so before anything
-            # else runs on stale assumptions (a queued announcement, an old deadline).
-            self._resumed(now - scheduled)
         self.link.on_timer(now)
         if self.eligibility is not None:
             due = self.eligibility.next_change()
