@@ -38,6 +38,23 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    handover = sub.add_parser(
+        "handover", help="planned switchover: the active node hands the VIP to its peer"
+    )
+    handover.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    maintenance = sub.add_parser(
+        "maintenance",
+        help="drain this node (never claim the VIP, hand it over) until turned off; "
+        "survives restarts",
+    )
+    maintenance.add_argument("switch", choices=["on", "off"])
+    maintenance.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    reload = sub.add_parser(
+        "reload",
+        help="re-read the config and certificates without moving the VIP (same as SIGHUP)",
+    )
+    reload.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
     pki = sub.add_parser("pki", help="mint and inspect the private CA and node certificates")
     psub = pki.add_subparsers(dest="pki_command", required=True, metavar="PKI_COMMAND")
     init = psub.add_parser("init", help="create a CA and one certificate per node")
@@ -81,6 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args.config)
         if args.command == "status":
             return _status(args.config, args.json)
+        if args.command in ("handover", "maintenance", "reload"):
+            from havip.shell.control import HANDOVER_WAIT, RELOAD_WAIT
+        if args.command == "handover":
+            return _command(args.config, "handover", HANDOVER_WAIT + 2.0)
+        if args.command == "maintenance":
+            return _command(
+                args.config, "maintenance", HANDOVER_WAIT + 2.0, {"on": args.switch == "on"}
+            )
+        if args.command == "reload":
+            return _command(args.config, "reload", RELOAD_WAIT + 2.0)
         if args.command == "pki":
             return _pki(args)
         if args.command == "demo":
@@ -237,6 +264,30 @@ def _status(path: Path, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _command(path: Path, cmd: str, timeout: float, args: dict[str, object] | None = None) -> int:
+    """An operator command over the control socket: print the daemon's one-line answer."""
+    from havip.shell.control import CommandRefused, ControlError, query
+
+    cfg = _load(path)
+    if cfg is None:
+        if cmd == "reload":
+            _err("reload not sent: fix the config first; the daemon keeps its running config")
+        return EXIT_CONFIG
+    if cfg.control_socket is None:  # only configs built in code have none
+        _err(f"{path}: no control_socket to ask")
+        return EXIT_CONFIG
+    try:
+        reply = query(cfg.control_socket, cmd, timeout=timeout, args=args)
+    except CommandRefused as exc:
+        _err(f"{cmd} refused: {exc}")
+        return EXIT_RUNTIME
+    except ControlError as exc:
+        _err(str(exc))
+        return EXIT_RUNTIME
+    print(f"{cfg.node}: {reply.get('message', 'done')}")
+    return EXIT_OK
+
+
 def format_status(st: dict[str, object]) -> str:
     """Human lines for `havip status`."""
     since = st.get("since")
@@ -255,11 +306,37 @@ def format_status(st: dict[str, object]) -> str:
             if isinstance(vip, dict):
                 held = "held here" if vip.get("present") else "not here"
                 lines.append(f"vip      {vip.get('address')} on {vip.get('interface')}: {held}")
+    if st.get("eligible") is False:
+        lines.append(f"eligible no ({st.get('ineligible_cause')})")
+    if st.get("maintenance"):
+        set_at = st.get("maintenance_since")
+        at = (
+            datetime.fromtimestamp(set_at, UTC).isoformat(timespec="seconds")
+            if isinstance(set_at, int | float)
+            else "an unknown time"
+        )
+        lines.append(f"maint.   on since {at}: `havip maintenance off` to end it")
+    checks = st.get("checks")
+    if isinstance(checks, list):
+        for check in checks:
+            if isinstance(check, dict):
+                took = check.get("last_duration_seconds")
+                took_text = f" in {took * 1000:.0f} ms" if isinstance(took, float) else ""
+                out = check.get("last_output")
+                lines.append(
+                    f"check    {check.get('name')} ({check.get('kind')} {check.get('target')}): "
+                    f"{check.get('state')}, last {check.get('last_outcome')}{took_text}"
+                    + (f": {out}" if out else "")
+                )
+    if st.get("waiting"):
+        lines.append(f"waiting  {st.get('waiting')}")
     if st.get("peer_connected"):
         rtt = st.get("rtt_seconds")
         rtt_text = f", rtt {rtt * 1000:.2f} ms" if isinstance(rtt, float) else ""
         owns = "holds the VIP" if st.get("peer_owns_vip") else "does not hold the VIP"
-        lines.append(f"peer     {st.get('peer')}: {st.get('peer_state')}, {owns}{rtt_text}")
+        cause = st.get("peer_ineligible_cause")
+        why = f" (not eligible: {cause})" if cause else ""
+        lines.append(f"peer     {st.get('peer')}: {st.get('peer_state')}{why}, {owns}{rtt_text}")
     else:
         lines.append(f"peer     {st.get('peer')}: not connected")
     return "\n".join(lines)

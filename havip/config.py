@@ -15,7 +15,7 @@ import re
 import socket
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -70,13 +70,13 @@ _IFNAMSIZ = 16  # Linux interface names: at most 15 bytes plus the terminating N
 class Vip:
     """One virtual address and the interface it lives on."""
 
-    address: ipaddress.IPv4Interface
+    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
     interface: str
     # The VIP need not lie in a subnet configured on its interface (routed setups, /32).
     allow_offlink: bool = False
 
     @property
-    def ip(self) -> ipaddress.IPv4Address:
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         return self.address.ip
 
     def __str__(self) -> str:
@@ -105,6 +105,48 @@ class Timing:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Check:
+    """One health check (keepalived's track_script): a command, or a TCP connect to `tcp`.
+
+    The node is eligible only while every check passes; `rise` successes in a row make a
+    failing check pass again, `fall` failures in a row make a passing one fail."""
+
+    name: str
+    command: tuple[str, ...] | None = None  # an argument list, never a shell string
+    tcp: tuple[str, int] | None = None  # (IPv4 literal, port)
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hooks:
+    """Commands run on state changes (argument lists). Notify hooks never change a decision;
+    the fence hook runs before a takeover that follows a failure signal."""
+
+    notify: tuple[str, ...] | None = None  # every state change
+    notify_active: tuple[str, ...] | None = None
+    notify_standby: tuple[str, ...] | None = None
+    notify_fault: tuple[str, ...] | None = None
+    notify_stopped: tuple[str, ...] | None = None
+    timeout: float = 10.0  # each notify hook
+    fence: tuple[str, ...] | None = None
+    fence_timeout: float = 30.0
+    fence_required: bool = False  # no successful fence, no takeover (after a failure signal)
+
+    def for_state(self, state: str) -> tuple[tuple[str, ...], ...]:
+        """The notify commands to run on entering `state`, in order (specific, then generic)."""
+        specific = {
+            "active": self.notify_active,
+            "standby": self.notify_standby,
+            "fault": self.notify_fault,
+            "stopped": self.notify_stopped,
+        }.get(state)
+        return tuple(argv for argv in (specific, self.notify) if argv)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TlsFiles:
     ca: Path
     cert: Path
@@ -130,7 +172,9 @@ class Config:
     # None only for configs built in code (tests): load_config always sets a path.
     control_socket: Path | None = None
     # None: use each VIP interface's default gateway when it is on the VIP's LAN.
-    witnesses: tuple[ipaddress.IPv4Address, ...] | None = None
+    witnesses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] | None = None
+    checks: tuple[Check, ...] = ()
+    hooks: Hooks = Hooks()
 
     @property
     def is_primary(self) -> bool:
@@ -193,7 +237,7 @@ def parse_address(text: str, *, default_port: int, allow_any: bool = False) -> t
         raise ValueError('empty address; use "HOST:PORT" or "HOST", e.g. "198.18.0.1:7411"')
     if text.startswith("[") or text.count(":") > 1:
         raise ValueError(
-            f'"{text}" looks like IPv6, which is not supported yet (a later issue); '
+            f'"{text}" looks like IPv6: the peer link is IPv4-only (VIPs may be IPv6); '
             "use an IPv4 address"
         )
     host, colon, port_text = text.partition(":")
@@ -216,9 +260,9 @@ def parse_address(text: str, *, default_port: int, allow_any: bool = False) -> t
     return str(ip), port
 
 
-def _parse_vip_address(text: str) -> ipaddress.IPv4Interface:
+def _parse_vip_address(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if ":" in text:
-        raise ValueError(f'"{text}" looks like IPv6, which is not supported yet (a later issue)')
+        return _parse_vip6(text)
     ip_text, slash, prefix = text.partition("/")
     if not slash:
         raise ValueError(f'needs a prefix length, e.g. "{text}/24" (the VIP\'s subnet on the LAN)')
@@ -239,17 +283,59 @@ def _parse_vip_address(text: str) -> ipaddress.IPv4Interface:
     return vip
 
 
+def _parse_vip6(text: str) -> ipaddress.IPv6Interface:
+    if "%" in text:
+        raise ValueError(f'"{text}": a VIP takes no %zone (it names its interface itself)')
+    ip_text, slash, prefix = text.partition("/")
+    if not slash:
+        raise ValueError(f'needs a prefix length, e.g. "{text}/64" (the VIP\'s subnet on the LAN)')
+    try:
+        ip = ipaddress.IPv6Address(ip_text)
+    except ValueError:
+        raise ValueError(f'"{ip_text}" is not an IPv6 address') from None
+    try:
+        vip = ipaddress.IPv6Interface(text)
+    except ValueError:
+        raise ValueError(f'prefix length "/{prefix}" in "{text}" is not 0-128') from None
+    why = _not_unicast6(ip)
+    if why is not None:
+        raise ValueError(f"{ip} cannot be a VIP ({why})")
+    if ip.is_link_local:
+        raise ValueError(
+            f"{ip} cannot be a VIP (link-local: every interface has its own fe80::/10, so "
+            "clients cannot follow it from one node to the other; use a global or ULA address)"
+        )
+    return vip
+
+
+def _not_unicast6(ip: ipaddress.IPv6Address) -> str | None:
+    """Why `ip` is no unicast address of a host on a LAN, or None."""
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_loopback:
+        return "the loopback address"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.ipv4_mapped is not None:
+        return "IPv4-mapped: write the IPv4 address itself"
+    return None
+
+
 def _witness_problem(
-    ip: ipaddress.IPv4Address, vips: tuple[Vip, ...], nodes: set[str]
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, vips: tuple[Vip, ...], nodes: set[str]
 ) -> str | None:
     """Why `ip` cannot prove that this node hears the VIPs' LAN, or None."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        return _witness6_problem(ip, vips)
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip == ip.__class__(2**32 - 1):
         return f"{ip} is not a unicast address on the LAN"
     if any(ip == vip.ip for vip in vips):
         return f"{ip} is a VIP: whoever holds it answers, so it proves nothing"
     if str(ip) in nodes:
         return f"{ip} is this node's or the peer's address: it must be a third host on the LAN"
-    nets = [vip.address.network for vip in vips]
+    nets = [vip.address.network for vip in vips if vip.address.version == 4]
+    if vips and not nets:
+        return f"{ip} is IPv4 but every VIP is IPv6: a witness is asked in its VIPs' family"
     inside = [net for net in nets if ip in net]
     if nets and not inside:
         subnets = ", ".join(sorted({str(net) for net in nets}))
@@ -258,6 +344,26 @@ def _witness_problem(
         net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address) for net in inside
     ):
         return f"{ip} is a network or broadcast address, not a host"
+    return None
+
+
+def _witness6_problem(ip: ipaddress.IPv6Address, vips: tuple[Vip, ...]) -> str | None:
+    why = _not_unicast6(ip)
+    if why is not None:
+        return f"{ip} is not a unicast address on the LAN ({why})"
+    if any(ip == vip.ip for vip in vips):
+        return f"{ip} is a VIP: whoever holds it answers, so it proves nothing"
+    nets = [vip.address.network for vip in vips if vip.address.version == 6]
+    if vips and not nets:
+        return f"{ip} is IPv6 but every VIP is IPv4: a witness is asked in its VIPs' family"
+    # A link-local witness (a router's fe80:: address, as IPv6 default routes use) is on the
+    # link by definition: it is asked on each interface that carries an IPv6 VIP.
+    if nets and not ip.is_link_local and not any(ip in net for net in nets):
+        subnets = ", ".join(sorted({str(net) for net in nets}))
+        return (
+            f"{ip} is in no IPv6 VIP's subnet ({subnets}) and not link-local: a witness must "
+            "be on the VIPs' LAN"
+        )
     return None
 
 
@@ -338,6 +444,8 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "metrics",
         "control_socket",
         "witnesses",
+        "check",
+        "hooks",
     ),
     "peer": ("name", "address"),
     "tls": ("ca", "cert", "key"),
@@ -345,7 +453,13 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "vip": ("address", "interface", "allow_offlink"),
     "backend": ("type", "lan_dir"),
     "metrics": ("listen",),
+    "check": ("name", "command", "tcp", "interval", "timeout", "rise", "fall"),
+    "hooks": tuple(Hooks.__dataclass_fields__),
 }
+_CHECK_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+RISE_FALL_MAX = 100
+HOOK_COMMANDS: tuple[str, ...] = ("notify", "notify_active", "notify_standby", "notify_fault")
+HOOK_COMMANDS += ("notify_stopped", "fence")
 _DURATION_KEYS = tuple(k for k in Timing.__dataclass_fields__ if k != "probe_count")
 
 
@@ -503,6 +617,8 @@ class _Loader:
         witnesses = self.witnesses(vips, listen, peer_address)
         backend, lan_dir = self.backend()
         metrics_listen = self.metrics()
+        checks = self.checks()
+        hooks = self.hooks()
         if metrics_listen is not None and listen is not None and metrics_listen[1] == listen[1]:
             hosts = {metrics_listen[0], listen[0]}
             if len(hosts) == 1 or "0.0.0.0" in hosts:
@@ -532,6 +648,138 @@ class _Loader:
             state_dir=DEFAULT_STATE_DIR if state_dir is None else state_dir,
             control_socket=control_socket,
             witnesses=witnesses,
+            checks=checks,
+            hooks=hooks,
+        )
+
+    def argv(self, table: dict[str, Any], key: str, dotted: str) -> tuple[str, ...] | None:
+        """A command as an argument list whose program is an absolute path."""
+        if key not in table:
+            return None
+        value = table[key]
+        example = '["/usr/local/bin/check-web", "--quiet"]'
+        if isinstance(value, str):
+            self.error(
+                dotted,
+                f"must be an argument list such as {example}, not a shell string "
+                "(nothing runs through a shell)",
+            )
+            return None
+        if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
+            self.error(dotted, f"must be a non-empty array of strings such as {example}")
+            return None
+        if not value[0].startswith("/"):
+            self.error(
+                dotted,
+                f'the program must be an absolute path (no $PATH lookup), got "{value[0]}"',
+            )
+            return None
+        if any("\0" in a for a in value):
+            self.error(dotted, "arguments must not contain NUL characters")
+            return None
+        return tuple(value)
+
+    def optional_duration(
+        self, table: dict[str, Any], key: str, dotted: str, default: float
+    ) -> float | None:
+        """None when given but invalid (already reported)."""
+        if key not in table:
+            return default
+        return self.duration(table, key, dotted)
+
+    def count(
+        self, table: dict[str, Any], key: str, dotted: str, default: int, top: int
+    ) -> int | None:
+        value = self.value(table, key, dotted, int, required=False)
+        if value is None:
+            return None if key in table else default
+        if not 1 <= value <= top:
+            self.error(dotted, f"must be between 1 and {top}, got {value}")
+            return None
+        return int(value)
+
+    def checks(self) -> tuple[Check, ...]:
+        raw = self.data.get("check", [])
+        if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+            self.error("check", f"must be an array of [[check]] tables, got {_kind(raw)}")
+            return ()
+        checks: list[Check] = []
+        names: set[str] = set()
+        for index, item in enumerate(raw):
+            prefix = f"check[{index}]"
+            self.check_keys(item, "check", f"{prefix}.")
+            name = self.string(item, "name", f"{prefix}.name", required=True)
+            if name is not None and not _CHECK_NAME_RE.fullmatch(name):
+                self.error(
+                    f"{prefix}.name",
+                    f"{json.dumps(name)} is not a valid check name (letters, digits, '_', '.' "
+                    "and '-', at most 63 characters): it becomes a metric label",
+                )
+                name = None
+            elif name is not None and name in names:
+                self.error(f"{prefix}.name", f'"{name}" is used by an earlier check')
+            if name is not None:
+                names.add(name)
+            command = self.argv(item, "command", f"{prefix}.command")
+            tcp = None
+            if "tcp" in item:
+                tcp = self.address(item, "tcp", f"{prefix}.tcp", default_port=0)
+                if tcp is not None and tcp[1] == 0:
+                    self.error(f"{prefix}.tcp", 'needs a port: "HOST:PORT", e.g. "127.0.0.1:80"')
+                    tcp = None
+            if ("command" in item) == ("tcp" in item):
+                self.error(
+                    prefix,
+                    "needs exactly one of command = [...] (a program to run) or "
+                    'tcp = "HOST:PORT" (a TCP connect)',
+                )
+            interval = self.optional_duration(item, "interval", f"{prefix}.interval", 2.0)
+            timeout = self.optional_duration(item, "timeout", f"{prefix}.timeout", 1.0)
+            if interval is not None and timeout is not None and timeout > interval:
+                self.error(
+                    f"{prefix}.timeout",
+                    f"{format_duration(timeout)} is longer than interval "
+                    f"({format_duration(interval)}): runs would pile up",
+                )
+            rise = self.count(item, "rise", f"{prefix}.rise", 2, RISE_FALL_MAX)
+            fall = self.count(item, "fall", f"{prefix}.fall", 2, RISE_FALL_MAX)
+            if (
+                name is None
+                or (command is None and tcp is None)
+                or None in (interval, timeout, rise, fall)
+            ):
+                continue
+            assert interval is not None and timeout is not None
+            assert rise is not None and fall is not None
+            checks.append(
+                Check(
+                    name=name,
+                    command=command,
+                    tcp=tcp,
+                    interval=interval,
+                    timeout=timeout,
+                    rise=rise,
+                    fall=fall,
+                )
+            )
+        return tuple(checks)
+
+    def hooks(self) -> Hooks:
+        table = self.section("hooks")
+        commands = {key: self.argv(table, key, f"hooks.{key}") for key in HOOK_COMMANDS}
+        timeout = self.optional_duration(table, "timeout", "hooks.timeout", 10.0)
+        fence_timeout = self.optional_duration(table, "fence_timeout", "hooks.fence_timeout", 30.0)
+        required = self.value(table, "fence_required", "hooks.fence_required", bool, required=False)
+        if required and "fence" not in table:
+            self.error(
+                "hooks.fence_required",
+                "is true but no hooks.fence command is set: no takeover could ever happen",
+            )
+        return Hooks(
+            **commands,
+            timeout=timeout or 10.0,
+            fence_timeout=fence_timeout or 30.0,
+            fence_required=bool(required),
         )
 
     def timing(self) -> Timing | None:
@@ -597,7 +845,7 @@ class _Loader:
             self.error("vip", f"must be an array of [[vip]] tables, got {_kind(raw)}")
             return ()
         vips: list[Vip] = []
-        seen: dict[ipaddress.IPv4Address, int] = {}
+        seen: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
         for index, item in enumerate(raw):
             prefix = f"vip[{index}]"
             self.check_keys(item, "vip", f"{prefix}.")
@@ -612,13 +860,15 @@ class _Loader:
                     address = _parse_vip_address(address_text)
                 except ValueError as exc:
                     self.error(f"{prefix}.address", str(exc))
-            if address is not None and address.network.prefixlen == 32 and not offlink:
+            full = address is not None and address.network.prefixlen == address.max_prefixlen
+            if address is not None and full and not offlink:
+                usual = 24 if address.version == 4 else 64
                 self.error(
                     f"{prefix}.address",
-                    f"/32 puts {address.ip} in a subnet of its own, so clients on the LAN "
-                    "cannot reach it directly: give the prefix length of the LAN it lives "
-                    f'on (e.g. "{address.ip}/24"), or set allow_offlink = true if the VIP is '
-                    "routed to this pair",
+                    f"/{address.max_prefixlen} puts {address.ip} in a subnet of its own, so "
+                    "clients on the LAN cannot reach it directly: give the prefix length of "
+                    f'the LAN it lives on (e.g. "{address.ip}/{usual}"), or set '
+                    "allow_offlink = true if the VIP is routed to this pair",
                 )
                 address = None
             if address is not None:
@@ -645,24 +895,29 @@ class _Loader:
         vips: tuple[Vip, ...],
         listen: tuple[str, int] | None,
         peer_address: tuple[str, int] | None,
-    ) -> tuple[ipaddress.IPv4Address, ...] | None:
+    ) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] | None:
         if "witnesses" not in self.data:
             return None
         raw = self.data["witnesses"]
         if not isinstance(raw, list):
-            self.error("witnesses", f"must be an array of IPv4 addresses, got {_describe(raw)}")
+            self.error("witnesses", f"must be an array of IP addresses, got {_describe(raw)}")
             return None
         nodes = {a[0] for a in (listen, peer_address) if a is not None and a[0] != "0.0.0.0"}
-        found: list[ipaddress.IPv4Address] = []
+        found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
         for index, item in enumerate(raw):
             key = f"witnesses[{index}]"
             if not isinstance(item, str):
-                self.error(key, f"must be an IPv4 address string, got {_describe(item)}")
+                self.error(key, f"must be an IP address string, got {_describe(item)}")
                 continue
+            if "%" in item:
+                self.error(key, f'"{item}": no %zone (a witness is asked on its VIPs\' interface)')
+                continue
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address
             try:
-                ip = ipaddress.IPv4Address(item)
+                ip = ipaddress.ip_address(item)
             except ValueError:
-                self.error(key, f'"{item}" is not an IPv4 address (no host names, no prefix)')
+                family = "IPv6" if ":" in item else "IPv4"
+                self.error(key, f'"{item}" is not an {family} address (no host names, no prefix)')
                 continue
             problem = _witness_problem(ip, vips, nodes)
             if problem is not None:
@@ -753,15 +1008,20 @@ def check_environment(cfg: Config) -> list[str]:
                 continue
             if vip.allow_offlink:
                 continue
+            addresses: Sequence[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
             try:
-                addresses = interface_addresses(vip.interface)
+                if vip.address.version == 4:
+                    addresses = interface_addresses(vip.interface)
+                else:
+                    addresses = interface_addresses6(vip.interface)
             except (ImportError, OSError) as exc:
                 problem(f"vip[{index}].interface", f"cannot read its addresses: {exc}")
                 continue
             # The VIP itself may be on the interface already (a running daemon): not a subnet.
-            own = [a for a in addresses if a.ip not in vip_ips]
+            # An IPv6 link-local address is no subnet a client could reach the VIP in.
+            own = [a for a in addresses if a.ip not in vip_ips and not a.ip.is_link_local]
             if not any(vip.ip in a.network for a in own):
-                have = ", ".join(str(a) for a in own) or "no IPv4 address"
+                have = ", ".join(str(a) for a in own) or f"no IPv{vip.address.version} address"
                 problem(
                     f"vip[{index}].address",
                     f"{vip.ip} lies in no subnet configured on {vip.interface} (it has "
@@ -780,7 +1040,25 @@ def check_environment(cfg: Config) -> list[str]:
         control = _control_problem(cfg.control_socket)
         if control is not None:
             problem("control_socket", control)
+    commands = [(f"check[{i}].command", c.command) for i, c in enumerate(cfg.checks)]
+    commands += [(f"hooks.{key}", getattr(cfg.hooks, key)) for key in HOOK_COMMANDS]
+    for key, argv in commands:
+        why = _program_problem(argv[0]) if argv else None
+        if why is not None:
+            problem(key, why)
     return problems
+
+
+def _program_problem(program: str) -> str | None:
+    """Why `program` cannot be run, or None."""
+    path = Path(program)
+    if not path.exists():
+        return f"{program} does not exist"
+    if not path.is_file():
+        return f"{program} is not a file"
+    if not os.access(path, os.X_OK):
+        return f"{program} is not executable"
+    return None
 
 
 def _folder_problem(folder: Path) -> str | None:
@@ -840,6 +1118,23 @@ def interface_addresses(name: str) -> list[ipaddress.IPv4Interface]:
     return _ask_linux(lambda backend: backend.addresses(name))
 
 
+def interface_addresses6(name: str) -> list[ipaddress.IPv6Interface]:
+    """IPv6 addresses with prefix configured on interface `name`, link-local ones included.
+
+    Raises ImportError off Linux or without pyroute2, OSError if netlink fails.
+    """
+    return _ask_linux(lambda backend: backend.addresses6(name))
+
+
+def default_gateways6(name: str) -> list[ipaddress.IPv6Address]:
+    """The gateway (usually link-local) of the main table's IPv6 default route through `name`.
+
+    Raises ImportError off Linux or without pyroute2, OSError if netlink fails.
+    """
+    gateway = _ask_linux(lambda backend: backend.default_gateway6(name))
+    return [] if gateway is None else [gateway]
+
+
 def default_gateways(name: str) -> list[ipaddress.IPv4Address]:
     """The gateway of the main table's IPv4 default route that leaves through `name`.
 
@@ -863,22 +1158,40 @@ def _ask_linux(question: Callable[[LinuxBackend], _T]) -> _T:
         backend.close()
 
 
-def witness_plan(cfg: Config) -> tuple[dict[str, tuple[ipaddress.IPv4Address, ...]], list[str]]:
-    """The witnesses to ARP on each VIP interface, and a warning line per interface with none.
+def _on_lan(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> bool:
+    """Whether witness `ip` is on the LAN of these VIP subnets (one interface's). An IPv6
+    link-local address is on every link with an IPv6 VIP."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
+        return any(net.version == 6 for net in nets)
+    return any(ip in net for net in nets)
+
+
+def witness_plan(
+    cfg: Config,
+) -> tuple[dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]], list[str]]:
+    """The witnesses to ask (ARP or ND) on each VIP interface, and a warning line per
+    interface with none.
 
     Explicit `witnesses` are split by interface (each goes to the interfaces whose VIP
-    subnets contain it). Without the key, each interface's default gateway is used when it
-    lies in one of that interface's VIP subnets (looked up now, so call it at start-up).
-    The dry-run backend has no LAN to hear: without explicit witnesses it gets none and no
-    warning.
+    subnets contain it; an IPv6 link-local one to every interface with an IPv6 VIP). Without
+    the key, each interface's default gateway is used when it lies in one of that interface's
+    VIP subnets, and for IPv6 VIPs its IPv6 default gateway (usually link-local, which is on
+    the link by definition); both are looked up now, so call it at start-up. The dry-run
+    backend has no LAN to hear: without explicit witnesses it gets none and no warning.
     """
-    plan: dict[str, tuple[ipaddress.IPv4Address, ...]] = {}
+    plan: dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]] = {}
     warnings: list[str] = []
     for iface in dict.fromkeys(vip.interface for vip in cfg.vips):
         nets = [vip.address.network for vip in cfg.vips if vip.interface == iface]
+        has_v4 = any(net.version == 4 for net in nets)
+        has_v6 = any(net.version == 6 for net in nets)
         why: str | None = None
+        chosen: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
         if cfg.witnesses is not None:
-            chosen = tuple(w for w in cfg.witnesses if any(w in net for net in nets))
+            chosen = tuple(w for w in cfg.witnesses if _on_lan(w, nets))
             if not cfg.witnesses:
                 why = "witnesses = [] disables them"
             elif not chosen:
@@ -886,11 +1199,15 @@ def witness_plan(cfg: Config) -> tuple[dict[str, tuple[ipaddress.IPv4Address, ..
         elif cfg.backend != "linux":
             chosen = ()
         else:
+            gateways: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
             try:
-                gateways = default_gateways(iface)
+                if has_v4:
+                    gateways += default_gateways(iface)
+                if has_v6:
+                    gateways += default_gateways6(iface)
             except (ImportError, OSError) as exc:
-                gateways, why = [], f"cannot look up its default gateway ({exc})"
-            chosen = tuple(g for g in gateways if any(g in net for net in nets))
+                why = f"cannot look up its default gateway ({exc})"
+            chosen = tuple(g for g in gateways if _on_lan(g, nets))
             if not chosen and why is None:
                 subnets = ", ".join(str(net) for net in nets)
                 why = f"no default gateway through it on the VIP's subnet ({subnets})"

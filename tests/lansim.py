@@ -28,6 +28,7 @@ from havip.core.events import (
     Claimed,
     Event,
     FailoverTiming,
+    Handover,
     LocalHealth,
     PeerDown,
     PeerInfo,
@@ -117,6 +118,8 @@ class Host:
     probing: list[tuple[float, float]] = field(default_factory=list)  # takeover probe windows
     carrier_lost_at: float = 0.0
     last_request: float = 0.0  # when its last probe round sent its last witness request
+    maintenance: bool = False  # the operator drained it (kept across daemon restarts)
+    check_failed: bool = False  # its service's health check fails (after rise/fall)
 
     @property
     def alive(self) -> bool:
@@ -464,6 +467,10 @@ class World:
             eligible, cause = False, Cause.NO_CARRIER
         elif host.witness_misses >= WITNESS_MISSES:
             eligible, cause = False, Cause.NO_WITNESS
+        elif host.check_failed:
+            eligible, cause = False, Cause.CHECK_FAILED
+        elif host.maintenance:
+            eligible, cause = False, Cause.MAINTENANCE
         else:
             eligible, cause = True, Cause.OK
         if eligible != host.eligible_fed:
@@ -567,6 +574,12 @@ class World:
         self.hosts[i].port_ok = ok
         self.changed()
 
+    def set_drained(self, i: int, what: str, on: bool) -> None:
+        """Maintenance or a failing health check: the node must not hold the VIP."""
+        setattr(self.hosts[i], what, on)
+        self.changed()
+        self._health(i)
+
     def set_hb_cut(self, cut: bool) -> None:
         self.hb_cut = cut
         self.changed()
@@ -632,7 +645,9 @@ class Checker:
         else:
             self.double_since = None
         served = any(h.vip and h.visible for h in w.hosts)
-        able = any(h.alive and h.visible for h in w.hosts)
+        able = any(
+            h.alive and h.visible and not h.maintenance and not h.check_failed for h in w.hosts
+        )
         if served or not able or w.add_failures:
             self.unserved_since = None
         elif self.unserved_since is None:
@@ -699,6 +714,9 @@ FAULTS = (
     "port",
     "carrier",
     "one_way",
+    "handover",
+    "maintenance",
+    "check",
 )
 
 
@@ -723,6 +741,16 @@ def fault(w: World, kind: str, i: int) -> tuple[Action_, Action_]:
         return partial(w.set_carrier, i, False), partial(w.set_carrier, i, True)
     if kind == "one_way":
         return partial(w.set_one_way, pair, True), partial(w.set_one_way, pair, False)
+    if kind == "handover":  # the operator's command (refused unless it can work)
+        return partial(w.feed, i, Handover()), lambda: None
+    if kind == "maintenance":
+        return partial(w.set_drained, i, "maintenance", True), partial(
+            w.set_drained, i, "maintenance", False
+        )
+    if kind == "check":
+        return partial(w.set_drained, i, "check_failed", True), partial(
+            w.set_drained, i, "check_failed", False
+        )
     raise ValueError(kind)
 
 

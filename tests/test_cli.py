@@ -381,3 +381,63 @@ assert got == check_environment(cfg)  # the same lines as check-config (this loa
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60 * SCALE
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv", [["handover"], ["maintenance", "on"], ["maintenance", "off"], ["reload"]]
+)
+def test_operator_commands_without_a_daemon_exit_1_with_one_line(
+    pki_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    cfg = _write_config(tmp_path, "n1", 7411, _free_port())
+    assert main([*argv, "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"havip: {tmp_path / 'n1.sock'}: no havip daemon is listening (is it running?)\n"
+
+
+def test_reload_with_a_broken_config_is_not_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "havip.toml"
+    cfg.write_text('node = "n1"\n')
+    assert main(["reload", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        "havip: reload not sent: fix the config first; the daemon keeps its running config"
+    )
+    assert any("peer.name: required key missing" in line for line in err)
+
+
+def test_format_status_shows_eligibility_maintenance_checks_and_why_it_waits() -> None:
+    text = format_status(
+        {
+            **STATUS,
+            "state": "standby",
+            "eligible": False,
+            "ineligible_cause": "check_failed",
+            "maintenance": True,
+            "maintenance_since": 0.0,
+            "checks": [
+                {
+                    "name": "web",
+                    "kind": "tcp",
+                    "target": "127.0.0.1:80",
+                    "state": "down",
+                    "last_outcome": "failed",
+                    "last_duration_seconds": 0.0012,
+                    "last_output": "Connection refused",
+                }
+            ],
+            "waiting": "not eligible (check_failed: web): will not take the VIP",
+            "peer_connected": True,
+            "peer_state": "active",
+            "peer_owns_vip": True,
+            "peer_ineligible_cause": "maintenance",
+        }
+    )
+    lines = text.splitlines()
+    assert "eligible no (check_failed)" in lines
+    assert "maint.   on since 1970-01-01T00:00:00+00:00: `havip maintenance off` to end it" in lines
+    assert "check    web (tcp 127.0.0.1:80): down, last failed in 1 ms: Connection refused" in lines
+    assert "waiting  not eligible (check_failed: web): will not take the VIP" in lines
+    assert "peer     n2: active (not eligible: maintenance), holds the VIP" in lines

@@ -340,7 +340,7 @@ ERROR_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"peer.address": "n2.example:7411"}, "peer.address", "is not an IPv4 address"),
     ({"peer.address": "198.18.0.256"}, "peer.address", "is not an IPv4 address"),
     ({"peer.address": "[2001:db8::2]:7411"}, "peer.address", "IPv6"),
-    ({"listen": "::"}, "listen", "not supported yet (a later issue)"),
+    ({"listen": "::"}, "listen", "the peer link is IPv4-only (VIPs may be IPv6)"),
     ({"peer.address": "0.0.0.0:7411"}, "peer.address", "0.0.0.0 is only allowed where"),
     ({"metrics.listen": "localhost:9741"}, "metrics.listen", '; or "off" to disable'),
     ({"metrics.listen": "198.18.0.1:7411"}, "metrics.listen", "clashes with listen"),
@@ -350,7 +350,7 @@ ERROR_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"vip[0].address": "198.18.0.100/33"}, "vip[0].address", 'prefix length "/33"'),
     ({"vip[0].address": "198.18.0.100/x"}, "vip[0].address", 'prefix length "/x"'),
     ({"vip[0].address": "198.18.0/24"}, "vip[0].address", "is not an IPv4 address"),
-    ({"vip[0].address": "2001:db8::1/64"}, "vip[0].address", "a later issue"),
+    ({"vip[0].address": "fe80::100/64"}, "vip[0].address", "cannot be a VIP (link-local"),
     ({"vip[0].address": "198.18.0.0/24"}, "vip[0].address", "network address of"),
     ({"vip[0].address": "198.18.0.255/24"}, "vip[0].address", "broadcast address of"),
     ({"vip[0].address": "224.0.0.18/32"}, "vip[0].address", "not a unicast address"),
@@ -907,8 +907,8 @@ NEW_ERROR_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"control_socket": 5}, "control_socket", "must be a string, got integer 5"),
     ({"control_socket": ""}, "control_socket", "must not be empty"),
     ({"control_socket": "/" + "s" * 120}, "control_socket", "longer than 107 bytes"),
-    ({"witnesses": "198.18.0.254"}, "witnesses", "must be an array of IPv4 addresses"),
-    ({"witnesses": [5]}, "witnesses[0]", "must be an IPv4 address string, got integer 5"),
+    ({"witnesses": "198.18.0.254"}, "witnesses", "must be an array of IP addresses"),
+    ({"witnesses": [5]}, "witnesses[0]", "must be an IP address string, got integer 5"),
     ({"witnesses": ["gw.example"]}, "witnesses[0]", "is not an IPv4 address"),
     ({"witnesses": ["198.18.0.254/24"]}, "witnesses[0]", "is not an IPv4 address"),
     ({"witnesses": ["224.0.0.1"]}, "witnesses[0]", "not a unicast address"),
@@ -1175,3 +1175,155 @@ def test_interface_lookups_in_a_namespace(tmp_path: Path) -> None:
         }
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+# --- IPv6 VIPs and witnesses -----------------------------------------------------------------
+
+V6 = "2001:2:0:1::100/64"  # RFC 5180's benchmarking range, the IPv6 twin of 198.18.0.0/15
+V6_IP = ipaddress.IPv6Address("2001:2:0:1::100")
+MIXED = {"vip[1].address": V6, "vip[1].interface": "eth0"}
+
+
+def test_ipv6_vip_loads_alone_and_mixed(tmp_path: Path) -> None:
+    alone = load(tmp_path, {"vip[0].address": V6})
+    assert alone.vips[0].address == ipaddress.IPv6Interface(V6)
+    assert alone.vips[0].ip == V6_IP and str(alone.vips[0]) == V6
+    mixed = load(tmp_path, MIXED)
+    assert [v.ip.version for v in mixed.vips] == [4, 6]
+
+
+def test_ipv6_vip_spelling_does_not_hide_a_duplicate(tmp_path: Path) -> None:
+    (error,) = errors_of(
+        write(
+            tmp_path,
+            changed(
+                {**MIXED, "vip[2].address": "2001:2:0:1:0:0:0:100/64", "vip[2].interface": "eth0"}
+            ),
+        )
+    )
+    assert error.endswith(": vip[2].address: 2001:2:0:1::100 is already vip[1].address"), error
+
+
+IPV6_VIP_ERRORS = [
+    ("2001:2:0:1::100", 'needs a prefix length, e.g. "2001:2:0:1::100/64"'),
+    ("2001:2:0:1::100/129", 'prefix length "/129"'),
+    ("2001:2:0:1::zz/64", '"2001:2:0:1::zz" is not an IPv6 address'),
+    ("fe80::100/64", "link-local"),
+    ("ff02::1/64", "cannot be a VIP (multicast)"),
+    ("::/64", "cannot be a VIP (the unspecified address)"),
+    ("::1/64", "cannot be a VIP (the loopback address)"),
+    ("::ffff:198.18.0.100/96", "IPv4-mapped: write the IPv4 address itself"),
+    ("2001:2:0:1::100%eth0/64", "no %zone"),
+    ("2001:2:0:1::100/128", "/128 puts 2001:2:0:1::100 in a subnet of its own"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), IPV6_VIP_ERRORS, ids=[t for t, _ in IPV6_VIP_ERRORS])
+def test_ipv6_vip_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, changed({"vip[0].address": text}))
+    (error,) = errors_of(path)
+    assert error.startswith(f"{path}: vip[0].address: "), error
+    assert message in error and "\n" not in error
+
+
+def test_ipv6_slash_128_with_allow_offlink(tmp_path: Path) -> None:
+    cfg = load(tmp_path, {"vip[0].address": "2001:2:0:9::1/128", "vip[0].allow_offlink": True})
+    assert cfg.vips[0].address == ipaddress.IPv6Interface("2001:2:0:9::1/128")
+
+
+def test_ipv6_witnesses_parse(tmp_path: Path) -> None:
+    cfg = load(tmp_path, {**MIXED, "witnesses": ["2001:2:0:1::fe", "fe80::1", "198.18.0.254"]})
+    assert cfg.witnesses == (
+        ipaddress.IPv6Address("2001:2:0:1::fe"),
+        ipaddress.IPv6Address("fe80::1"),
+        IP("198.18.0.254"),
+    )
+
+
+IPV6_WITNESS_ERRORS: list[tuple[dict[str, Any], str]] = [
+    ({"witnesses": ["2001:2:0:1::fe"]}, "is IPv6 but every VIP is IPv4"),
+    ({"vip[0].address": V6, "witnesses": ["198.18.0.254"]}, "is IPv4 but every VIP is IPv6"),
+    ({**MIXED, "witnesses": ["2001:2:0:9::fe"]}, "in no IPv6 VIP's subnet (2001:2:0:1::/64)"),
+    ({**MIXED, "witnesses": ["2001:2:0:1::100"]}, "is a VIP"),
+    ({**MIXED, "witnesses": ["ff02::1"]}, "not a unicast address on the LAN (multicast)"),
+    ({**MIXED, "witnesses": ["::"]}, "(the unspecified address)"),
+    ({**MIXED, "witnesses": ["fe80::1%eth0"]}, "no %zone"),
+    ({**MIXED, "witnesses": ["2001:2::zz"]}, '"2001:2::zz" is not an IPv6 address'),
+    ({**MIXED, "witnesses": ["fe80::1", "fe80:0::1"]}, "fe80::1 is already witnesses[0]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"), IPV6_WITNESS_ERRORS, ids=[m for _, m in IPV6_WITNESS_ERRORS]
+)
+def test_ipv6_witness_errors(tmp_path: Path, changes: dict[str, Any], message: str) -> None:
+    path = write(tmp_path, changed(changes))
+    errors = errors_of(path)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"{path}: witnesses[") and message in errors[0], errors[0]
+
+
+def test_environment_ipv6_vip_looks_at_ipv6_addresses(
+    tmp_path: Path, fake_pki: Callable[[list[str]], PkiCalls], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_pki([])
+    iface = socket.if_nameindex()[0][1]
+    have: list[ipaddress.IPv6Interface] = []
+    monkeypatch.setattr(config, "interface_addresses", lambda name: [IP("198.18.0.1")])
+    monkeypatch.setattr(config, "interface_addresses6", lambda name: list(have))
+    changes = {"backend.type": "linux", "vip[0].address": V6, "vip[0].interface": iface}
+    cfg = env_config(tmp_path, changes)
+    # A link-local address and the VIP itself are no subnet a client could reach it in.
+    have += [ipaddress.IPv6Interface("fe80::1/64"), ipaddress.IPv6Interface(V6)]
+    (problem,) = check_environment(cfg)
+    assert problem.startswith(f"{cfg.path}: vip[0].address: 2001:2:0:1::100 lies in no subnet")
+    assert "(it has no IPv6 address)" in problem
+    have.append(ipaddress.IPv6Interface("2001:2:0:1::1/64"))
+    assert check_environment(cfg) == []
+
+
+@pytest.fixture
+def gateways6(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[ipaddress.IPv6Address]]:
+    table: dict[str, list[ipaddress.IPv6Address]] = {}
+    monkeypatch.setattr(config, "default_gateways6", lambda name: table[name])
+    return table
+
+
+def test_witness_plan_ipv6_default_gateway_link_local(
+    tmp_path: Path,
+    gateways: dict[str, list[IP] | Exception],
+    gateways6: dict[str, list[ipaddress.IPv6Address]],
+) -> None:
+    gateways["eth0"] = [IP("198.18.0.254")]
+    gateways6["eth0"] = [ipaddress.IPv6Address("fe80::fe")]
+    gateways6["eth1"] = [ipaddress.IPv6Address("2001:2:0:9::1")]  # not on the VIP's LAN
+    changes = {
+        **MIXED,
+        "backend.type": "linux",
+        "vip[2].address": "2001:2:0:4::10/64",
+        "vip[2].interface": "eth1",
+    }
+    cfg = load(tmp_path, changes)
+    plan, warnings = config.witness_plan(cfg)
+    assert plan == {
+        "eth0": (IP("198.18.0.254"), ipaddress.IPv6Address("fe80::fe")),
+        "eth1": (),
+    }
+    assert warnings == [
+        f"{cfg.path}: witnesses: {config.NO_WITNESS} "
+        "(eth1: no default gateway through it on the VIP's subnet (2001:2:0:4::/64))"
+    ]
+    assert "eth1" not in gateways  # no IPv4 VIP there: its IPv4 route is never asked
+
+
+def test_witness_plan_splits_ipv6_witnesses(tmp_path: Path) -> None:
+    changes = {
+        **MIXED,
+        "vip[2].address": "198.18.4.10/24",
+        "vip[2].interface": "eth1",
+        "witnesses": ["fe80::fe", "2001:2:0:1::fe", "198.18.4.1"],
+    }
+    plan, warnings = config.witness_plan(load(tmp_path, changes))
+    six = (ipaddress.IPv6Address("fe80::fe"), ipaddress.IPv6Address("2001:2:0:1::fe"))
+    assert plan == {"eth0": six, "eth1": (IP("198.18.4.1"),)}  # link-local: IPv6 links only
+    assert warnings == []

@@ -404,3 +404,31 @@ def test_query_bad_answers(folder: Path, answer: bytes | None, match: str) -> No
         asyncio.run(main())
     finally:
         server.close()
+
+
+# ---- operator commands (issue 6) ------------------------------------------------------------
+
+
+def test_arguments_reach_the_handler_and_a_refusal_is_its_own_error(folder: Path) -> None:
+    path = folder / "n1.sock"
+    seen: list[dict[str, object]] = []
+
+    def maintenance(request: dict[str, object]) -> control.Reply:
+        seen.append(request)
+        if request.get("on") is not True:
+            raise control.CommandRefused("not now: the peer is not eligible")
+        return {"message": "drained"}
+
+    async def body() -> None:
+        reply = await asyncio.to_thread(query, path, "maintenance", 2.0, {"on": True})
+        assert reply == {"message": "drained"}
+        with pytest.raises(control.CommandRefused) as refused:
+            await asyncio.to_thread(query, path, "maintenance", 2.0, {"on": False})
+        assert str(refused.value) == "not now: the peer is not eligible"
+        # The command name cannot be overridden by an argument called "cmd".
+        with pytest.raises(control.CommandRefused):
+            await asyncio.to_thread(query, path, "maintenance", 2.0, {"cmd": "status"})
+
+    serve(path, body, _handlers(maintenance=maintenance))
+    assert seen[0] == {"cmd": "maintenance", "on": True}
+    assert seen[2]["cmd"] == "maintenance"

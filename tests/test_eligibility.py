@@ -190,3 +190,33 @@ def test_link_state_causes() -> None:
     assert GONE.cause is Cause.NO_INTERFACE
     # up without existing cannot be, but must not read as usable either
     assert LinkState(exists=False, up=True, carrier=True).cause is Cause.NO_INTERFACE
+
+
+# ---- health checks and maintenance (issue 6) -----------------------------------------------------
+
+
+def _healthy() -> Eligibility:
+    e = Eligibility(["eth0"], debounce=0.3, witnesses=False, now=0.0)
+    e.link("eth0", LinkState(exists=True, up=True, carrier=True), 0.0)
+    return e
+
+
+def test_failing_checks_and_maintenance_make_a_node_ineligible_at_once() -> None:
+    e = _healthy()
+    assert e.evaluate(1.0) == (True, Cause.OK)
+    e.checks(False)
+    assert e.evaluate(1.0) == (False, Cause.CHECK_FAILED)  # no debounce: rise/fall did that
+    e.maintenance(True)
+    assert e.evaluate(1.0) == (False, Cause.CHECK_FAILED)  # the problem to fix is named first
+    e.checks(True)
+    assert e.evaluate(1.0) == (False, Cause.MAINTENANCE)
+    e.maintenance(False)
+    assert e.evaluate(1.0) == (True, Cause.OK)
+    assert e.next_change() is None
+
+
+def test_a_broken_link_is_named_before_a_failing_check() -> None:
+    e = _healthy()
+    e.checks(False)
+    e.link("eth0", LinkState(exists=True, up=True, carrier=False), 2.0)
+    assert e.evaluate(2.5) == (False, Cause.NO_CARRIER)

@@ -1171,7 +1171,9 @@ def test_local_status_carries_eligibility() -> None:
     fo = standby_behind_owner()
     assert (fo.local_status().eligible, fo.eligible, fo.cause) == (True, True, Cause.OK)
     drive(fo, [(5.0, SICK)])
-    assert fo.local_status() == LocalStatus(state=S.STANDBY, owns=False, epoch=4, eligible=False)
+    assert fo.local_status() == LocalStatus(
+        state=S.STANDBY, owns=False, epoch=4, eligible=False, cause=Cause.NO_CARRIER
+    )
     assert (fo.eligible, fo.cause) == (False, Cause.NO_CARRIER)
 
 

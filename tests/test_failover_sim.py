@@ -19,6 +19,7 @@ from havip.core.events import (
     Action,
     Claimed,
     Event,
+    Handover,
     LocalHealth,
     ProbeDone,
     Release,
@@ -39,6 +40,7 @@ EVENT_TYPES = {
     "ProbeDone",
     "BackendFailed",
     "Shutdown",
+    "Handover",
     "Resumed",
     "Tick",
     "LocalHealth",
@@ -252,3 +254,26 @@ def test_freeze_of_the_owner_then_resume_leaves_one_owner() -> None:
     w, broken = _plan(False, steps)
     assert not broken, _explain(w, broken)
     assert len(w.owners()) == 1
+
+
+# ---- the operator (issue 6) ----------------------------------------------------------------------
+
+
+def test_a_handover_moves_the_vip_once_and_it_stays() -> None:
+    w, broken = _plan(False, [(3.0, lambda w: w.feed(0, Handover()))], end=12.0)
+    assert not broken, _explain(w, broken)
+    assert w.owners() == [1]
+    n1 = w.hosts[0].fo
+    assert n1 is not None and n1.reason is Reason.HANDOVER
+
+
+def test_maintenance_on_both_nodes_leaves_the_vip_where_it_is() -> None:
+    steps: list[tuple[float, Callable[[World], None]]] = [
+        (3.0, lambda w: w.set_drained(1, "maintenance", True)),
+        (4.0, lambda w: w.set_drained(0, "maintenance", True)),
+    ]
+    w, broken = _plan(True, steps, end=12.0)
+    assert w.owners() == [0], _explain(w, broken)
+    w.set_drained(1, "maintenance", False)
+    w.run_until(20.0)
+    assert w.owners() == [1]  # the first eligible node gets it, handed over

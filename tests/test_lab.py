@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -23,20 +23,32 @@ from havip.backends.arp import (
     gratuitous_frames,
     mac_bytes,
 )
+from havip.backends.nd import NA_OVERRIDE, NA_SOLICITED, announce_frame, build_na, build_ns
 from havip.lab.client import (
     ArpMode,
     Sample,
     double_answer_ms,
     double_answers,
     first_answer_from,
+    iface_ipv6,
     load_samples,
     max_outage_ms,
     outages,
     owner_moves,
     parse_arp_answer,
+    parse_nd_answer,
     parse_sample,
 )
-from havip.lab.netns import GATEWAY, VIP, Lab, LabError, process_running
+from havip.lab.netns import (
+    GATEWAY,
+    GATEWAY6,
+    VIP,
+    VIP6,
+    VIP6_CIDR,
+    Lab,
+    LabError,
+    process_running,
+)
 
 MAC1 = "02:00:00:00:00:01"
 MAC2 = "02:00:00:00:00:02"
@@ -762,3 +774,117 @@ def test_remove_and_restore_the_vip_link(lab: Lab, time_scale: float) -> None:
     assert lab.default_route("n1") == GATEWAY
     assert lab.mac("n1") != old_mac  # a new interface, a new MAC
     assert _reaches(lab, "client", Lab.address("n1"), 5 * time_scale)
+
+
+# ----------------------------------------------------------------------------- IPv6
+
+ANSWER_VIP6 = IPv6Address(VIP6)
+ASKER_IP6 = IPv6Address("2001:2:0:1::10")
+
+
+def _na_answer(frame: bytes) -> str | None:
+    return parse_nd_answer(frame, vip=ANSWER_VIP6, asker_ip=ASKER_IP6, asker_mac=ASKER_MAC)
+
+
+def _solicited_na(**changes: object) -> bytes:
+    fields: dict[str, object] = {
+        "mac": mac_bytes(MAC1),
+        "src": ANSWER_VIP6,
+        "target": ANSWER_VIP6,
+        "flags": NA_SOLICITED | NA_OVERRIDE,
+        "dst": ASKER_IP6,
+        "dst_mac": ASKER_MAC,
+    }
+    fields.update(changes)
+    return build_na(**fields)  # type: ignore[arg-type]
+
+
+def test_parse_nd_answer_accepts_a_solicited_na_to_us() -> None:
+    assert _na_answer(_solicited_na()) == MAC1
+    assert _na_answer(_solicited_na(tlla=mac_bytes(MAC2))) == MAC2  # the option names the MAC
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(_solicited_na()[:80], id="truncated"),
+        pytest.param(_solicited_na(target=IPv6Address("2001:2:0:1::1")), id="not-the-vip"),
+        pytest.param(_solicited_na(dst=IPv6Address("2001:2:0:1::2")), id="to-another-ip"),
+        pytest.param(_solicited_na(dst_mac=mac_bytes(MAC2)), id="to-another-mac"),
+        pytest.param(_solicited_na(flags=NA_OVERRIDE), id="not-solicited"),
+        pytest.param(announce_frame(mac_bytes(MAC2), ANSWER_VIP6, None), id="announcement"),
+        pytest.param(
+            build_ns(mac=mac_bytes(MAC1), src=ANSWER_VIP6, target=ASKER_IP6), id="ns-from-the-vip"
+        ),
+    ],
+)
+def test_parse_nd_answer_rejects_everything_else(frame: bytes) -> None:
+    assert _na_answer(frame) is None
+
+
+def test_iface_ipv6_reads_the_first_global_address(tmp_path: Path) -> None:
+    table = tmp_path / "if_inet6"
+    table.write_text(
+        "fe800000000000000000000000000001 02 40 20 80     eth0\n"  # link-local: scope 20
+        "20010002000000010000000000000010 02 40 00 80     eth0\n"
+        "20010002000000010000000000000011 03 40 00 80     eth1\n"
+    )
+    assert iface_ipv6("eth0", table) == IPv6Address("2001:2:0:1::10")
+    with pytest.raises(OSError, match="interface eth9: no global IPv6 address"):
+        iface_ipv6("eth9", table)
+
+
+@pytest.mark.netns
+def test_lab_has_ipv6_and_its_gateway_is_the_default_witness(lab: Lab, time_scale: float) -> None:
+    ok = 5 * time_scale
+    for node in ("n1", "n2"):
+        assert lab.default_route(node, 6) == GATEWAY6
+        # The gateway answers ND: a datagram to it resolves its MAC (the client's).
+        _reaches(lab, node, GATEWAY6, 0.3)
+        assert lab.neigh(node, GATEWAY6) == lab.mac("client")
+    lab.start_echo("n1")
+    assert _reaches(lab, "client", Lab.address6("n1"), ok)
+    lab.link_down("n1")
+    assert lab.default_route("n1", 6) is None
+    lab.link_up("n1")
+    assert lab.default_route("n1", 6) == GATEWAY6
+    assert _reaches(lab, "client", Lab.address6("n1"), ok)  # its address survived the bounce
+
+
+@pytest.mark.netns
+def test_client_probes_an_ipv6_vip_and_sees_two_owners(
+    lab: Lab, tmp_path: Path, time_scale: float
+) -> None:
+    lab.start_echo("n1")
+    lab.start_echo("n2")
+    lab.add_address("n1", VIP6_CIDR)
+
+    def probe(name: str, mode: ArpMode) -> list[Sample]:
+        out = tmp_path / f"{name}.jsonl"
+        client = lab.start_client(out, duration=0.5, vip=VIP6, arp_mode=mode)
+        assert client.wait(timeout=0.5 + 10 * time_scale) == 0
+        return load_samples(out)
+
+    single = probe("single", ArpMode.SELF)
+    assert len(single) >= 20
+    assert all(s.answer == "n1" for s in single[5:])
+    assert sum(s.arp_macs == (lab.mac("n1"),) for s in single) >= len(single) // 2
+    assert double_answers(single) == 0
+    assert lab.neigh("client", VIP6) == lab.mac("n1")
+    lab.add_address("n2", VIP6_CIDR)
+    both = probe("both", ArpMode.PASSIVE)
+    assert double_answers(both) >= len(both) // 2, both
+    assert {m for s in both for m in s.arp_macs} == {lab.mac("n1"), lab.mac("n2")}
+
+
+@pytest.mark.netns
+def test_cut_heartbeat_lets_neighbour_discovery_pass(lab: Lab, time_scale: float) -> None:
+    lab.start_echo("n2")
+    n2 = Lab.address6("n2")
+    lab.cut_heartbeat()
+    lab.flush_neigh("n1")
+    assert not _reaches(lab, "n1", n2, 0.3)
+    # ND (ICMPv6) still passes, as ARP does: n1's failed send resolved n2's address.
+    assert lab.neigh("n1", n2) == lab.mac("n2")
+    lab.heal_heartbeat()
+    assert _reaches(lab, "n1", n2, 5 * time_scale)

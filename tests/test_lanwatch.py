@@ -23,7 +23,7 @@ import pytest
 from vethpair import VethPair, ip, veth_pair
 
 from havip.backends.arp import mac_text
-from havip.backends.base import BackendError, BackendOp, Heard, HeardKind, LinkState
+from havip.backends.base import BackendError, BackendOp, Heard, HeardKind, IPAddress, LinkState
 from havip.backends.dryrun import DryRunBackend, DryRunLanSocket, dry_run_mac
 from havip.config import Vip
 from havip.shell.lanwatch import CLAIM_REPEAT, LanWatch, ProbeOutcome
@@ -42,7 +42,7 @@ class Seen:
 
 
 def _watch(
-    backend: Any, witnesses: Sequence[IPv4Address] = (), vips: Sequence[Vip] = (VIP,)
+    backend: Any, witnesses: Sequence[IPAddress] = (), vips: Sequence[Vip] = (VIP,)
 ) -> tuple[LanWatch, Seen]:
     seen = Seen(claims=[], links=[])
     watch = LanWatch(
@@ -124,7 +124,7 @@ class _StallingBackend(DryRunBackend):
         self.socks: list[_StallingSocket] = []
 
     def open_lan(
-        self, interface: str, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address]
+        self, interface: str, vips: Sequence[IPAddress], witnesses: Sequence[IPAddress]
     ) -> _StallingSocket:
         sock = _StallingSocket(self, interface)
         self.socks.append(sock)
@@ -136,7 +136,7 @@ class _StallingSocket(DryRunLanSocket):
         super().__init__(backend, interface)
         self.stall = backend.stall
 
-    def send_probe(self, ip: IPv4Address) -> None:
+    def send_probe(self, ip: IPAddress) -> None:
         if self.stall:
             time.sleep(self.stall)
             self.stall = 0.0
@@ -202,6 +202,39 @@ def test_claims_are_reported_at_most_every_repeat(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+VIP6 = Vip(address=ipaddress.IPv6Interface("2001:2:0:1::100/64"), interface="v0")
+WITNESS6 = ipaddress.IPv6Address("fe80::fe")
+
+
+def test_dry_run_ipv6_vip_with_an_ipv4_one(tmp_path: Path, time_scale: float) -> None:
+    """An IPv6 VIP next to an IPv4 one: probed, claimed and witnessed the same way, and a
+    claim on either is reported for that VIP."""
+
+    async def main() -> None:
+        n2 = DryRunBackend("n2", tmp_path)
+        watch, seen = _watch(DryRunBackend("n1", tmp_path), witnesses=[WITNESS6], vips=(VIP, VIP6))
+        await watch.start()
+        try:
+            window = 0.05 * time_scale
+            silent = ProbeOutcome(answered_by=None, witness=False)
+            assert await watch.probe(2, window) == silent
+            (tmp_path / ".witnesses").touch()  # the IPv6 witness answers
+            assert await watch.probe(2, window) == ProbeOutcome(answered_by=None, witness=True)
+            n2.add(VIP6)  # only the IPv6 VIP is held elsewhere: that alone vetoes
+            outcome = await watch.probe(2, 10 * time_scale)
+            assert outcome == ProbeOutcome(answered_by=N2_MAC, witness=True)
+            assert seen.claims == [(VIP6, N2_MAC)]
+            n2.remove(VIP6)
+            n2.add(VIP)
+            assert await watch.check(probe_vips=True, window=window) is True
+            await _until(lambda: len(seen.claims) == 2, 5.0)
+            assert seen.claims[1] == (VIP, N2_MAC)
+        finally:
+            watch.close()
+
+    asyncio.run(main())
+
+
 def test_check_probes_vips_for_a_third_host(tmp_path: Path, time_scale: float) -> None:
     async def main() -> None:
         watch, seen = _watch(DryRunBackend("n1", tmp_path))
@@ -257,7 +290,7 @@ def test_emfile_is_an_outcome_and_retried(
 
 
 class _BrokenSocket(DryRunLanSocket):
-    def send_probe(self, ip: IPv4Address) -> None:
+    def send_probe(self, ip: IPAddress) -> None:
         raise BackendError(BackendOp.PROBE, None, "cannot send ARP: boom", interface="v0")
 
     def read(self) -> list[Heard]:

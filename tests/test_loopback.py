@@ -508,22 +508,28 @@ def test_a_restarted_standby_gets_in_within_a_second_under_a_flood(
     run(body())
 
 
-def test_sighup_is_logged_and_ignored(
+def test_sighup_with_an_unreadable_config_is_refused_and_changes_nothing(
     certs: Certs, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 5 part 17: SIGHUP used to kill the daemon (exit 129, VIP left behind). Until
-    reload exists it is logged and ignored. Sent to this very process: if the daemon did not
-    handle it, its default action would end the test run, which fails it."""
+    """Issue 5 part 17 / issue 6: SIGHUP used to kill the daemon (exit 129, VIP left behind).
+    Now it reloads; a config that cannot be read is refused in one line naming the file, and
+    nothing changes. Sent to this very process: if the daemon did not handle it, its default
+    action would end the test run, which fails it."""
 
     async def body() -> None:
         async with pair(certs, tmp_path) as (n1, n2):
             await until(lambda: n1.holds() and n2.state is State.STANDBY, "settled")
             caplog.clear()
             os.kill(os.getpid(), signal.SIGHUP)
-            await until(lambda: "event=sighup_ignored" in caplog.text, "SIGHUP logged")
+            # Both daemons share this process: the last to start (n2) owns the SIGHUP handler.
+            await until(lambda: "event=reload_refused" in caplog.text, "reload refused")
+            refused = [r for r in caplog.records if "event=reload_refused" in r.getMessage()]
+            assert all(str(tmp_path) in r.getMessage() for r in refused)
+            assert all(r.getMessage().count("\n") == 0 for r in refused)
             assert n1.task is not None and not n1.task.done()
             assert n1.state is State.ACTIVE and n1.holds()
             assert n2.state is State.STANDBY and n2.d.link.up
+            assert n2.sample("havip_config_reloads_total", {"result": "refused"}) == 1
 
     with caplog.at_level(logging.INFO, logger="havip"):
         run(body())

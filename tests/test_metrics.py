@@ -16,7 +16,10 @@ from havip.core.wire import ErrorKind
 from havip.shell.httpd import MAX_HEAD, start_http
 from havip.shell.metrics import (
     CONTENT_TYPE,
+    HOOKS,
+    OPERATOR_COMMANDS,
     RTT_BUCKETS,
+    RUN_OUTCOMES,
     Metrics,
     ProbeResult,
 )
@@ -252,6 +255,125 @@ def test_rtt_histogram_observes_into_buckets() -> None:
     assert value(m, bucket, le="+Inf") == 4
     assert value(m, "havip_keepalive_rtt_seconds_count") == 4
     assert value(m, "havip_keepalive_rtt_seconds_sum") == pytest.approx(2.0043)
+
+
+def test_hook_and_operation_series_start_at_zero() -> None:
+    got = samples(make_metrics())
+    for hook in HOOKS:
+        assert got[("havip_hook_duration_seconds", frozenset({("hook", hook)}))] == 0
+        for outcome in RUN_OUTCOMES:
+            key = ("havip_hook_runs_total", frozenset({("hook", hook), ("outcome", outcome)}))
+            assert got[key] == 0, key
+    for command in OPERATOR_COMMANDS:
+        for result in ("ok", "refused", "failed"):
+            labels = frozenset({("command", command), ("result", result)})
+            assert got[("havip_operator_commands_total", labels)] == 0
+    for result in ("ok", "refused"):
+        assert got[("havip_config_reloads_total", frozenset({("result", result)}))] == 0
+    assert got[("havip_hooks_dropped_total", frozenset())] == 0
+    assert got[("havip_maintenance", frozenset())] == 0
+    assert got[("havip_config_last_reload_success_timestamp_seconds", frozenset())] == 0
+    # No check series until the config names the checks.
+    assert not [k for k in got if k[0].startswith("havip_check_")]
+
+
+CHECK_SERIES = (
+    "havip_check_passing",
+    "havip_check_last_ok",
+    "havip_check_duration_seconds",
+    "havip_check_consecutive_failures",
+)
+
+
+def check_keys(m: Metrics, name: str) -> dict[Sample, float]:
+    """The check series of `name` (without the counters' `_created` stamps)."""
+    return {
+        (series, labels): v
+        for (series, labels), v in samples(m).items()
+        if series.startswith("havip_check_")
+        and not series.endswith("_created")
+        and ("check", name) in labels
+    }
+
+
+def test_set_checks_creates_and_removes_label_sets() -> None:
+    m = make_metrics()
+    m.set_checks(["web", "db"])
+    for name in ("web", "db"):
+        got = check_keys(m, name)
+        assert len(got) == len(CHECK_SERIES) + len(RUN_OUTCOMES)
+        assert set(got.values()) == {0.0}
+        for series in CHECK_SERIES:
+            assert (series, frozenset({("check", name)})) in got
+        for outcome in RUN_OUTCOMES:
+            labels = frozenset({("check", name), ("outcome", outcome)})
+            assert ("havip_check_runs_total", labels) in got
+    m.check_run("web", outcome="ok", duration=0.25, passing=True, consecutive_failures=0)
+    m.set_checks(["web", "cache"])  # reload: db removed, cache added, web kept with its values
+    assert check_keys(m, "db") == {}
+    assert set(check_keys(m, "cache").values()) == {0.0}
+    assert value(m, "havip_check_runs_total", check="web", outcome="ok") == 1
+    assert value(m, "havip_check_duration_seconds", check="web") == 0.25
+    m.set_checks([])
+    assert not [k for k in samples(m) if k[0].startswith("havip_check_")]
+
+
+def test_check_run_sets_every_check_series() -> None:
+    m = make_metrics()
+    m.set_checks(["web"])
+    m.check_run("web", outcome="ok", duration=0.01, passing=True, consecutive_failures=0)
+    m.check_run("web", outcome="timeout", duration=1.5, passing=True, consecutive_failures=1)
+    assert value(m, "havip_check_passing", check="web") == 1  # still passing (falling)
+    assert value(m, "havip_check_last_ok", check="web") == 0  # but the last run failed
+    assert value(m, "havip_check_duration_seconds", check="web") == 1.5
+    assert value(m, "havip_check_consecutive_failures", check="web") == 1
+    m.check_run("web", outcome="failed", duration=0.02, passing=False, consecutive_failures=2)
+    assert value(m, "havip_check_passing", check="web") == 0
+    assert value(m, "havip_check_consecutive_failures", check="web") == 2
+    for outcome, n in (("ok", 1), ("timeout", 1), ("failed", 1), ("error", 0)):
+        assert value(m, "havip_check_runs_total", check="web", outcome=outcome) == n
+    m.check_run("web", outcome="ok", duration=0.01, passing=True, consecutive_failures=0)
+    assert value(m, "havip_check_last_ok", check="web") == 1
+
+
+def test_hook_runs_and_drops_are_counted() -> None:
+    m = make_metrics()
+    m.hook_run("notify_active", "ok", 0.5)
+    m.hook_run("fence", "timeout", 30.0)
+    m.hook_run("fence", "ok", 2.0)
+    m.hook_dropped()
+    m.hook_dropped()
+    assert value(m, "havip_hook_runs_total", hook="notify_active", outcome="ok") == 1
+    assert value(m, "havip_hook_runs_total", hook="fence", outcome="timeout") == 1
+    assert value(m, "havip_hook_runs_total", hook="fence", outcome="ok") == 1
+    assert value(m, "havip_hook_runs_total", hook="notify", outcome="ok") == 0
+    assert value(m, "havip_hook_duration_seconds", hook="fence") == 2.0  # the last run
+    assert value(m, "havip_hook_duration_seconds", hook="notify_active") == 0.5
+    assert value(m, "havip_hooks_dropped_total") == 2
+
+
+def test_maintenance_operator_commands_and_reloads() -> None:
+    m = make_metrics()
+    m.set_maintenance(True)
+    assert value(m, "havip_maintenance") == 1
+    m.set_maintenance(False)
+    assert value(m, "havip_maintenance") == 0
+    m.operator_command("handover", "ok")
+    m.operator_command("handover", "refused")
+    m.operator_command("handover", "refused")
+    m.operator_command("maintenance_on", "ok")
+    assert value(m, "havip_operator_commands_total", command="handover", result="ok") == 1
+    assert value(m, "havip_operator_commands_total", command="handover", result="refused") == 2
+    assert value(m, "havip_operator_commands_total", command="maintenance_on", result="ok") == 1
+    assert value(m, "havip_operator_commands_total", command="reload", result="ok") == 0
+    m.config_reloaded(True, now=1_700_000_000.0)
+    m.config_reloaded(False, now=1_700_000_999.0)  # a refused reload is not a success
+    assert value(m, "havip_config_reloads_total", result="ok") == 1
+    assert value(m, "havip_config_reloads_total", result="refused") == 1
+    assert value(m, "havip_config_last_reload_success_timestamp_seconds") == 1_700_000_000.0
+    before = time.time()
+    m.config_reloaded(True)
+    assert value(m, "havip_config_last_reload_success_timestamp_seconds") >= before
 
 
 def test_two_instances_do_not_share_values() -> None:

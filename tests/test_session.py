@@ -143,8 +143,8 @@ def test_format_mac() -> None:
 @pytest.mark.parametrize(
     ("changes", "kind", "words"),
     [
-        pytest.param({"version": 3}, ErrorKind.VERSION, "version 3", id="newer-version"),
-        pytest.param({"version": 1}, ErrorKind.VERSION, "version 1", id="older-version"),
+        pytest.param({"version": 4}, ErrorKind.VERSION, "version 4", id="newer-version"),
+        pytest.param({"version": 2}, ErrorKind.VERSION, "version 2", id="older-version"),
         pytest.param({"mac": bytes(5)}, ErrorKind.MALFORMED, "mac", id="short-mac"),
         pytest.param({"node": "n3"}, ErrorKind.CONFIG_MISMATCH, "'n3'", id="wrong-node"),
         pytest.param({"node": "n1"}, ErrorKind.CONFIG_MISMATCH, "'n1'", id="node-is-us"),

@@ -8,14 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from havip.core.states import State
+from havip.core.states import Cause, State
 from havip.core.wire import (
+    CAUSE_CODES,
     ERROR_CODES,
     MAX_DETAIL,
     MAX_EPOCH,
     MAX_FRAME,
     PROTOCOL_VERSION,
     STATE_CODES,
+    UNSPECIFIED_CAUSE,
     Close,
     ErrorKind,
     FrameDecoder,
@@ -35,11 +37,11 @@ MAC = bytes.fromhex("020000aabbcc")
 
 # ---- golden frames, written out by hand from the layout -------------------------------------
 # Frame: u32 payload length | u8 type | body. HELLO body: u16 version, u8 preempt, u8 state,
-# u8 owns, u8 eligible, u64 epoch, 16 bytes boot id, 6 bytes MAC, then node and primary as
-# u8 length + UTF-8.
+# u8 owns, u8 eligibility (0: eligible, else the cause's code), u64 epoch, 16 bytes boot id,
+# 6 bytes MAC, then node and primary as u8 length + UTF-8.
 
 GOLDEN_HELLO_MSG = Hello(
-    version=2,
+    version=3,
     node="n2",
     primary="n1",
     preempt=True,
@@ -53,11 +55,11 @@ GOLDEN_HELLO_MSG = Hello(
 GOLDEN_HELLO = bytes.fromhex(
     "0000002b"  # 43 = 1 type + 36 fixed + 3 + 3
     " 01"  # HELLO
-    " 0002"  # version 2
+    " 0003"  # version 3
     " 01"  # preempt
     " 01"  # state STANDBY
     " 00"  # owns: no
-    " 01"  # eligible
+    " 00"  # eligible
     " 0000000000000007"  # epoch 7
     " 000102030405060708090a0b0c0d0e0f"  # boot id
     " 020000aabbcc"  # MAC
@@ -65,7 +67,7 @@ GOLDEN_HELLO = bytes.fromhex(
     " 02 6e31"  # "n1"
 )
 
-# KEEPALIVE body: u64 seq, u8 state, u8 owns, u8 eligible, u64 epoch, u64 sent_us, u64 echo_us,
+# KEEPALIVE body: u64 seq, u8 state, u8 owns, u8 eligibility, u64 epoch, u64 sent_us, u64 echo_us,
 # u32 held_us.
 GOLDEN_KEEPALIVE_MSG = Keepalive(
     seq=0x0102,
@@ -76,6 +78,7 @@ GOLDEN_KEEPALIVE_MSG = Keepalive(
     sent_us=1_000_000,
     echo_us=0xDEADBEEF,
     held_us=250,
+    cause=Cause.CHECK_FAILED,
 )
 GOLDEN_KEEPALIVE = bytes.fromhex(
     "00000028"  # 40 = 1 + 39
@@ -83,7 +86,7 @@ GOLDEN_KEEPALIVE = bytes.fromhex(
     " 0000000000000102"  # seq
     " 03"  # state ACTIVE
     " 01"  # owns
-    " 00"  # eligible: no
+    " 05"  # not eligible: a check failed
     " 0000000000000003"  # epoch
     " 00000000000f4240"  # sent_us 1_000_000
     " 00000000deadbeef"  # echo_us
@@ -138,7 +141,17 @@ def test_state_codes_are_the_documented_ones() -> None:
         "stopped": 5,
     }
     assert [int(t) for t in MessageType] == [1, 2, 3, 4]
-    assert PROTOCOL_VERSION == 2
+    assert PROTOCOL_VERSION == 3
+    # The eligibility byte's cause codes are a compatibility promise too.
+    assert {cause.value: code for cause, code in CAUSE_CODES.items()} == {
+        "no_interface": 1,
+        "link_down": 2,
+        "no_carrier": 3,
+        "no_witness": 4,
+        "check_failed": 5,
+        "maintenance": 6,
+    }
+    assert UNSPECIFIED_CAUSE == 255
 
 
 def test_error_codes_are_the_documented_ones() -> None:
@@ -244,6 +257,8 @@ def test_close_detail_is_truncated_on_a_character_boundary() -> None:
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 epochs = st.integers(min_value=0, max_value=MAX_EPOCH)
 states = st.sampled_from(list(State))
+# What an ineligible node says: a cause with a wire code, or none (sent as UNSPECIFIED_CAUSE).
+causes = st.sampled_from([None, *CAUSE_CODES])
 names = st.text(max_size=40).filter(lambda s: len(s.encode()) <= 255)
 
 hellos = st.builds(
@@ -256,8 +271,22 @@ hellos = st.builds(
     state=states,
     owns=st.booleans(),
     epoch=epochs,
-    eligible=st.booleans(),
+    eligible=st.just(True),
     mac=st.binary(min_size=6, max_size=6),
+    cause=st.none(),
+) | st.builds(
+    Hello,
+    version=st.integers(min_value=0, max_value=2**16 - 1),
+    node=names,
+    primary=names,
+    preempt=st.booleans(),
+    boot_id=st.binary(min_size=16, max_size=16),
+    state=states,
+    owns=st.booleans(),
+    epoch=epochs,
+    eligible=st.just(False),
+    mac=st.binary(min_size=6, max_size=6),
+    cause=causes,
 )
 keepalives = st.builds(
     Keepalive,
@@ -269,7 +298,7 @@ keepalives = st.builds(
     sent_us=u64,
     echo_us=u64,
     held_us=st.integers(min_value=0, max_value=2**32 - 1),
-)
+).flatmap(lambda k: st.just(k) if k.eligible else causes.map(lambda c: replace(k, cause=c)))
 resigns = st.builds(Resign, seq=u64, epoch=epochs)
 closes = st.builds(
     Close,
@@ -369,7 +398,7 @@ def test_custom_max_frame() -> None:
 
 
 def _keepalive_payload(
-    *, state: int = 1, owns: int = 0, eligible: int = 1, epoch: int = 0
+    *, state: int = 1, owns: int = 0, eligible: int = 0, epoch: int = 0
 ) -> bytes:
     return (
         bytes([MessageType.KEEPALIVE])
@@ -385,12 +414,12 @@ def _hello_payload(
     preempt: int = 0,
     state: int = 1,
     owns: int = 0,
-    eligible: int = 1,
+    eligible: int = 0,
     epoch: int = 0,
     tail: bytes = b"\x02n2\x02n1",
 ) -> bytes:
     fixed = (
-        (2).to_bytes(2, "big")
+        (PROTOCOL_VERSION).to_bytes(2, "big")
         + bytes([preempt, state, owns, eligible])
         + epoch.to_bytes(8, "big")
         + BOOT_ID
@@ -436,7 +465,9 @@ BAD_PAYLOADS = [
     pytest.param(_keepalive_payload(owns=0xFF), ErrorKind.MALFORMED, id="keepalive-owns-255"),
     pytest.param(_keepalive_payload(state=6), ErrorKind.MALFORMED, id="keepalive-state-6"),
     pytest.param(_keepalive_payload(state=0xFF), ErrorKind.MALFORMED, id="keepalive-state-255"),
-    pytest.param(_keepalive_payload(eligible=2), ErrorKind.MALFORMED, id="keepalive-eligible-2"),
+    pytest.param(
+        _keepalive_payload(eligible=7), ErrorKind.MALFORMED, id="keepalive-unknown-cause-7"
+    ),
     pytest.param(
         _keepalive_payload(epoch=MAX_EPOCH + 1), ErrorKind.MALFORMED, id="keepalive-epoch-over"
     ),
@@ -445,7 +476,7 @@ BAD_PAYLOADS = [
     ),
     pytest.param(_resign_payload(MAX_EPOCH + 1), ErrorKind.MALFORMED, id="resign-epoch-over"),
     pytest.param(_hello_payload(epoch=MAX_EPOCH + 1), ErrorKind.MALFORMED, id="hello-epoch-over"),
-    pytest.param(_hello_payload(eligible=3), ErrorKind.MALFORMED, id="hello-eligible-3"),
+    pytest.param(_hello_payload(eligible=200), ErrorKind.MALFORMED, id="hello-unknown-cause-200"),
     pytest.param(_hello_payload(preempt=2), ErrorKind.MALFORMED, id="hello-preempt-2"),
     pytest.param(_hello_payload(owns=7), ErrorKind.MALFORMED, id="hello-owns-7"),
     pytest.param(_hello_payload(state=9), ErrorKind.MALFORMED, id="hello-state-9"),
@@ -561,3 +592,21 @@ def test_fuzz_property_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(globals(), "decode_payload", lenient)
     with pytest.raises(AssertionError):
         _accepted_is_canonical(GOLDEN_RESIGN[4:] + b"\x00")
+
+
+@pytest.mark.parametrize("cause", [None, *CAUSE_CODES, Cause.OK])
+def test_an_ineligible_keepalive_carries_its_cause(cause: Cause | None) -> None:
+    msg = replace(GOLDEN_KEEPALIVE_MSG, cause=cause)
+    back = decode_payload(encode(msg)[4:])
+    assert isinstance(back, Keepalive)
+    assert back.eligible is False
+    # OK is not a reason for being ineligible: it goes out as "unspecified", like None.
+    assert back.cause == (cause if cause in CAUSE_CODES else None)
+
+
+def test_an_eligible_node_sends_no_cause_whatever_the_field_says() -> None:
+    msg = replace(GOLDEN_KEEPALIVE_MSG, eligible=True, cause=Cause.MAINTENANCE)
+    assert encode(msg)[4 + 1 + 8 + 2] == 0
+    back = decode_payload(encode(msg)[4:])
+    assert isinstance(back, Keepalive)
+    assert (back.eligible, back.cause) == (True, None)

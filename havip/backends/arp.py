@@ -173,9 +173,17 @@ def arp_filter(
     reports (and never our outgoing ones), so the daemon does not wake for other ARP.
 
     Returns the instructions as (code, jt, jf, k); `bpf_bytes` packs them for the kernel."""
-    _check_mac("own_mac", own_mac)
     if not vips:
         raise ValueError("ARP filter: at least one VIP is needed")
+    return arp_branch(own_mac=own_mac, vips=vips, witnesses=witnesses)
+
+
+def arp_branch(
+    *, own_mac: bytes, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address] = ()
+) -> list[tuple[int, int, int, int]]:
+    """`arp_filter` without its at-least-one-VIP rule: the ARP half of a filter for an
+    interface whose VIPs may all be IPv6 (see `havip.backends.nd.lan_filter`)."""
+    _check_mac("own_mac", own_mac)
     if len(vips) + len(witnesses) > MAX_FILTER_ADDRESSES:
         raise ValueError(
             f"ARP filter: {len(vips)} VIPs and {len(witnesses)} witnesses on one interface;"

@@ -1,9 +1,10 @@
 """Where a VIP actually lives: the Backend protocol, its LAN listener and its error.
 
-`present/add/remove/announce` and `link_state` may block (netlink round
-trips, a gratuitous-ARP burst); the asyncio daemon calls them through `asyncio.to_thread`,
-never on the event loop. The LAN socket and the link monitor are non-blocking file
-descriptors the daemon watches with `loop.add_reader` (see `havip.shell.lanwatch`).
+`present/add/remove/announce` and `link_state` may block (netlink round trips, a burst of
+gratuitous ARP or neighbour advertisements); the asyncio daemon calls them through
+`asyncio.to_thread`, never on the event loop. The LAN socket and the link monitor are
+non-blocking file descriptors the daemon watches with `loop.add_reader` (see
+`havip.shell.lanwatch`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Protocol
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from havip.core.eligibility import LinkState
 
@@ -25,10 +26,14 @@ __all__ = [
     "BackendOp",
     "Heard",
     "HeardKind",
+    "IPAddress",
     "LanSocket",
     "LinkMonitor",
     "LinkState",
 ]
+
+
+IPAddress: TypeAlias = IPv4Address | IPv6Address  # a VIP or witness address, either family
 
 
 class BackendOp(StrEnum):
@@ -38,7 +43,7 @@ class BackendOp(StrEnum):
     ADD = "add"
     REMOVE = "remove"
     ANNOUNCE = "announce"
-    PROBE = "probe"  # sending an RFC 5227 probe or a witness request
+    PROBE = "probe"  # sending an RFC 5227 / RFC 4862 probe or a witness request
     LISTEN = "listen"  # opening or reading the LAN listener
     LINK = "link"  # link state: monitor or query
     ROUTE = "route"  # the routing table (default gateway)
@@ -66,25 +71,31 @@ class BackendError(Exception):
 
 
 class HeardKind(StrEnum):
-    """What an ARP frame heard on the LAN says."""
+    """What an ARP or ND frame heard on the LAN says."""
 
-    CLAIM = "claim"  # sender IP is one of our VIPs: that host uses it (answer or announcement)
-    PROBE = "probe"  # sender IP 0.0.0.0, target one of our VIPs: another host wants it
-    WITNESS = "witness"  # sender IP is a witness: we can hear the LAN
+    # ARP: the sender IP is one of our VIPs; ND: an NA whose target, or an NS whose source, is
+    # one of our VIPs. Either way that host uses it (an answer or an announcement).
+    CLAIM = "claim"
+    # ARP: sender IP 0.0.0.0, target a VIP; ND: an NS from :: (DAD) for a VIP. Another host
+    # wants it.
+    PROBE = "probe"
+    # ARP: the sender IP is a witness; ND: an NA whose target is a witness. We hear the LAN.
+    WITNESS = "witness"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Heard:
-    """One ARP frame the kernel filter let through, from another MAC, not outgoing."""
+    """One ARP or ND frame the kernel filter let through, from another MAC, not outgoing."""
 
     kind: HeardKind
-    ip: IPv4Address  # the VIP (claim, probe) or the witness
-    mac: str  # the ARP sender MAC, "aa:bb:cc:dd:ee:ff"
+    ip: IPAddress  # the VIP (claim, probe) or the witness
+    mac: str  # the ARP sender MAC, or the ND link-layer option (else the Ethernet source)
 
 
 class LanSocket(Protocol):
-    """ARP on one interface, non-blocking, for the event loop. It wakes its reader only for
-    frames about its VIPs or witnesses (a kernel filter drops the rest)."""
+    """ARP (IPv4) and Neighbour Discovery (IPv6) on one interface, non-blocking, for the event
+    loop. One descriptor hears both; it wakes its reader only for frames about its VIPs or
+    witnesses (a kernel filter drops the rest)."""
 
     interface: str
     mac: bytes  # this interface's MAC
@@ -98,13 +109,16 @@ class LanSocket(Protocol):
         broke (the interface went away): close it and open a new one."""
         ...
 
-    def send_probe(self, ip: IPv4Address) -> None:
-        """Send one RFC 5227 probe for `ip` (sender IP 0.0.0.0); BackendError on failure."""
+    def send_probe(self, ip: IPAddress) -> None:
+        """Send one probe for `ip`: IPv4 an RFC 5227 ARP probe (sender IP 0.0.0.0), IPv6 an
+        RFC 4862 DAD-style NS (source ::, to the solicited-node group); BackendError on
+        failure."""
         ...
 
-    def send_request(self, ip: IPv4Address) -> None:
-        """Send an ARP request for witness `ip`; the sender IP is our address on its subnet if
-        we have one (never a VIP), else 0.0.0.0. BackendError on failure."""
+    def send_request(self, ip: IPAddress) -> None:
+        """Ask witness `ip` for its MAC: an ARP request (sender IP our address on its subnet if
+        we have one, never a VIP, else 0.0.0.0), or for IPv6 an NS from our own address there
+        (link-local will do, else ::). BackendError on failure."""
         ...
 
     def close(self) -> None:
@@ -146,11 +160,12 @@ class Backend(Protocol):
         ...
 
     def announce(self, vip: Vip) -> int:
-        """Send a gratuitous ARP burst for the VIP; returns how many frames went out."""
+        """Send a gratuitous ARP burst (IPv6: unsolicited neighbour advertisements) for the
+        VIP; returns how many frames went out."""
         ...
 
     def open_lan(
-        self, interface: str, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address]
+        self, interface: str, vips: Sequence[IPAddress], witnesses: Sequence[IPAddress]
     ) -> LanSocket:
         """A LAN listener on `interface` for these VIPs and witnesses; BackendError on failure.
         May block briefly (it looks up the interface): call it through to_thread."""

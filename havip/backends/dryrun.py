@@ -9,11 +9,10 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Sequence
-from ipaddress import IPv4Address
 from pathlib import Path
 
 from havip.backends.arp import mac_text
-from havip.backends.base import BackendError, BackendOp, Heard, HeardKind, LinkState
+from havip.backends.base import BackendError, BackendOp, Heard, HeardKind, IPAddress, LinkState
 from havip.config import Vip
 
 WITNESS_FILE = ".witnesses"  # in lan_dir: when it exists, every witness answers
@@ -42,7 +41,7 @@ class DryRunBackend:
             raise ValueError(f"dry-run backend: node name {node!r} cannot be a file name")
         self.node = node
         self.lan_dir = lan_dir
-        self._owned: set[IPv4Address] = set()
+        self._owned: set[IPAddress] = set()
         self._lock = threading.Lock()
         self.history: list[tuple[BackendOp, str]] = []
 
@@ -52,7 +51,7 @@ class DryRunBackend:
 
     def _file(self, vip: Vip) -> Path:
         assert self.lan_dir is not None
-        return self.lan_dir / str(vip.ip) / self.node
+        return _folder(self.lan_dir, vip.ip) / self.node
 
     def present(self, vip: Vip) -> bool:
         if self.lan_dir is None:
@@ -94,11 +93,11 @@ class DryRunBackend:
         self._done(BackendOp.ANNOUNCE, vip)
         return 0
 
-    def holders(self, ip: IPv4Address, interface: str) -> list[str]:
+    def holders(self, ip: IPAddress, interface: str) -> list[str]:
         """The other nodes whose file says they hold `ip` (sorted), from the shared folder."""
         if self.lan_dir is None:
             return []
-        folder = self.lan_dir / str(ip)
+        folder = _folder(self.lan_dir, ip)
         try:
             return sorted(
                 p.name
@@ -116,7 +115,7 @@ class DryRunBackend:
         return self.lan_dir is not None and (self.lan_dir / WITNESS_FILE).exists()
 
     def open_lan(
-        self, interface: str, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address]
+        self, interface: str, vips: Sequence[IPAddress], witnesses: Sequence[IPAddress]
     ) -> DryRunLanSocket:
         return DryRunLanSocket(self, interface)
 
@@ -128,6 +127,14 @@ class DryRunBackend:
 
     def close(self) -> None:
         pass
+
+
+def _folder(lan_dir: Path, ip: IPAddress) -> Path:
+    """The folder standing for `ip` in the shared LAN folder: the address in its compressed
+    text form (one spelling per address). For IPv6 the colons become dashes under a `v6-`
+    prefix ("v6-2001-2--100"): a ':' reads as host:path to scp and rsync, and some shared
+    file systems refuse it."""
+    return lan_dir / (str(ip) if ip.version == 4 else "v6-" + str(ip).replace(":", "-"))
 
 
 def _socketpair(op: BackendOp, interface: str) -> tuple[socket.socket, socket.socket]:
@@ -177,11 +184,11 @@ class DryRunLanSocket:
             self._wake()  # the rest on the next wake-up, as a flooded packet socket would
         return heard
 
-    def send_probe(self, ip: IPv4Address) -> None:
+    def send_probe(self, ip: IPAddress) -> None:
         for node in self._backend.holders(ip, self.interface):
             self._hear(Heard(kind=HeardKind.CLAIM, ip=ip, mac=mac_text(dry_run_mac(node))))
 
-    def send_request(self, ip: IPv4Address) -> None:
+    def send_request(self, ip: IPAddress) -> None:
         if self._backend.witnesses_answer():
             mac = mac_text(dry_run_mac(f"witness:{ip}"))
             self._hear(Heard(kind=HeardKind.WITNESS, ip=ip, mac=mac))

@@ -1,4 +1,4 @@
-"""The Linux backend: VIPs over netlink (pyroute2), ARP from an AF_PACKET raw socket.
+"""The Linux backend: VIPs over netlink (pyroute2), ARP and ND from an AF_PACKET raw socket.
 
 The backend's methods block (netlink round trips, a gratuitous-ARP burst), so the daemon calls
 them through `asyncio.to_thread`; calling one on a running event loop is refused, also because
@@ -8,12 +8,23 @@ LAN listener (`LinuxLanSocket`) and the link monitor (`LinuxLinkMonitor`), is no
 One netlink socket is opened on first use and shared, behind a lock, by the worker threads.
 Packet sockets for announcements are opened per burst: they are cheap, and a fresh socket picks
 up an interface that was re-created or renamed meanwhile. The LAN listener stays open, with a
-kernel BPF filter (`arp.arp_filter`) so that only ARP about our VIPs and witnesses wakes it.
+kernel BPF filter (`nd.lan_filter`) so that only ARP or ND about our VIPs and witnesses wakes
+it. With IPv4 only it is bound to ARP and its filter is exactly `arp.arp_filter`; with any
+IPv6 VIP or witness it is bound to every protocol and the filter has an ND branch too.
+
+The listener also joins each IPv6 VIP's solicited-node multicast MAC (a rival's DAD probe
+goes there, not to broadcast).
+
+IPv6 VIPs are added with IFA_F_NODAD: havip's own probe already found the LAN silent, and
+kernel DAD would leave the address tentative, unusable, for about a second. IFA_LABEL exists
+for IPv4 only, so an IPv6 VIP is known as havip's by its address and prefix alone.
 
 Caveat an operator should know: when the VIP is the *primary* address of its subnet on the
 interface (no host address in that subnet), removing it also removes the secondaries of that
 subnet, such as another VIP, unless `net.ipv4.conf.<if>.promote_secondaries=1`. havip does
-not change sysctls; the daemon's periodic reconcile puts a lost VIP back.
+not change sysctls; the daemon's periodic reconcile puts a lost VIP back. Likewise Linux
+drops every IPv6 address, an IPv6 VIP included, when its link goes down, unless
+`net.ipv6.conf.<if>.keep_addr_on_down=1`; reconcile adds it back once the link returns.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
@@ -42,15 +53,22 @@ from havip.backends.arp import (
     OP_REQUEST,
     UNSPECIFIED,
     ZERO_MAC,
-    arp_filter,
     bpf_bytes,
     build_arp,
-    classify,
     gratuitous_frames,
-    parse_arp,
     probe_frame,
 )
-from havip.backends.base import BackendError, BackendOp, Heard, LinkState
+from havip.backends.base import BackendError, BackendOp, Heard, IPAddress, LinkState
+from havip.backends.nd import (
+    ETH_P_IPV6,
+    announce_frame,
+    classify_frame,
+    lan_filter,
+    multicast_mac,
+    probe_frame6,
+    request_frame6,
+    solicited_node,
+)
 from havip.config import Vip
 
 T = TypeVar("T")
@@ -62,6 +80,10 @@ LABEL_SUFFIX = ":havip"
 SHORT_LABEL_SUFFIX = ":hv"
 _MAX_DRAIN = 256  # frames read per wake-up, so a flood cannot pin the loop
 SO_ATTACH_FILTER = 26  # linux/asm-generic/socket.h
+ETH_P_ALL = 0x0003
+SOL_PACKET, PACKET_ADD_MEMBERSHIP, PACKET_MR_MULTICAST = 263, 1, 0
+IFA_F_NODAD = 0x02
+IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 RTMGRP_LINK = 0x1
@@ -149,10 +171,13 @@ class LinuxBackend:
 
     @staticmethod
     def _has(ipr: Any, index: int, vip: Vip) -> bool:
-        want_ip, want_len = str(vip.ip), vip.address.network.prefixlen
-        for msg in ipr.get_addr(index=index, family=socket.AF_INET):
+        want_ip, want_len = vip.ip, vip.address.network.prefixlen
+        family = socket.AF_INET if vip.ip.version == 4 else socket.AF_INET6
+        for msg in ipr.get_addr(index=index, family=family):
             local = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
-            if msg["index"] == index and local == want_ip and msg["prefixlen"] == want_len:
+            if msg["index"] != index or not local or msg["prefixlen"] != want_len:
+                continue
+            if ipaddress.ip_address(local) == want_ip:  # IPv6 text has many spellings
                 return True
         return False
 
@@ -170,19 +195,26 @@ class LinuxBackend:
             raise BackendError(BackendOp.PRESENT, vip, _netlink_cause(exc)) from exc
 
     def add(self, vip: Vip) -> None:
-        """`ip addr add VIP/prefix dev IF label IF:havip`, then check it is there."""
+        """`ip addr add VIP/prefix dev IF label IF:havip` (IPv6: `... nodad`, no label), then
+        check it is there."""
 
         def do(ipr: Any) -> None:
             index = self._index(ipr, vip.interface)
             if index is None:
                 raise BackendError(BackendOp.ADD, vip, f"interface {vip.interface} does not exist")
+            # IPv4: labelled as ours. IPv6 has no labels; no DAD (see the module docstring).
+            extra: dict[str, Any] = (
+                {"label": address_label(vip.interface)}
+                if vip.ip.version == 4
+                else {"flags": IFA_F_NODAD}
+            )
             try:
                 ipr.addr(
                     "add",
                     index=index,
                     address=str(vip.ip),
                     prefixlen=vip.address.network.prefixlen,
-                    label=address_label(vip.interface),
+                    **extra,
                 )
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
@@ -226,8 +258,10 @@ class LinuxBackend:
         vip: Vip | None,
         ifname: str,
         program: Callable[[bytes], bytes] | None = None,
+        protocol: int = ETH_P_ARP,
     ) -> tuple[socket.socket, bytes]:
-        """An AF_PACKET socket bound to `ifname` for ARP, and that interface's MAC. With
+        """An AF_PACKET socket bound to `ifname` for `protocol` (ARP, IPv6 or all), and that
+        interface's MAC. With
         `program` (the interface MAC -> a classic BPF program), the filter is attached before
         the socket is bound, so no unfiltered frame is ever queued."""
         _refuse_event_loop()
@@ -239,7 +273,7 @@ class LinuxBackend:
             raise fail(f"interface name {ifname!r} is not a valid Linux name")
         try:
             # Protocol 0 receives nothing until bind() names both interface and protocol, so
-            # no ARP from other interfaces can slip into the queue in between.
+            # no frame from other interfaces can slip into the queue in between.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
         except OSError as exc:
             raise fail(f"cannot open packet socket: {exc}") from exc
@@ -254,15 +288,15 @@ class LinuxBackend:
                 raise fail(f"cannot read the interface MAC: {exc}") from exc
             (hwtype,) = struct.unpack_from("=H", ifreq, 16)
             if hwtype != ARPHRD_ETHER:
-                raise fail(f"interface {ifname} is not Ethernet (ARPHRD {hwtype}), no ARP")
+                raise fail(f"interface {ifname} is not Ethernet (ARPHRD {hwtype}), no ARP or ND")
             mac = bytes(ifreq[18:24])
             if program is not None:
                 try:
                     _attach_filter(sock, program(mac))
                 except OSError as exc:
-                    raise fail(f"cannot attach the ARP filter: {exc}") from exc
+                    raise fail(f"cannot attach the LAN filter: {exc}") from exc
             try:
-                sock.bind((ifname, ETH_P_ARP))
+                sock.bind((ifname, protocol))
             except OSError as exc:
                 if exc.errno == errno.ENODEV:
                     raise fail(f"interface {ifname} does not exist") from exc
@@ -274,18 +308,28 @@ class LinuxBackend:
 
     @staticmethod
     def _send(sock: socket.socket, frame: bytes, op: BackendOp, vip: Vip) -> None:
+        what = "ARP" if vip.ip.version == 4 else "a neighbour advertisement"
         try:
             sent = sock.send(frame)
         except OSError as exc:
-            raise BackendError(op, vip, f"cannot send ARP: {exc}") from exc
+            raise BackendError(op, vip, f"cannot send {what}: {exc}") from exc
         if sent != len(frame):
             raise BackendError(op, vip, f"short send: {sent} of {len(frame)} bytes")
 
     def announce(self, vip: Vip) -> int:
-        """Gratuitous ARP, request and reply forms, broadcast, `garp_rounds` times."""
-        sock, mac = self._packet_socket(BackendOp.ANNOUNCE, vip, vip.interface)
-        with sock:
+        """Gratuitous ARP, request and reply forms, broadcast, `garp_rounds` times; for an
+        IPv6 VIP one unsolicited NA (all-nodes, Override) per round, from our link-local
+        address on the interface (the VIP itself if it has none)."""
+        if isinstance(vip.ip, IPv6Address):
+            source = self._link_local(BackendOp.ANNOUNCE, vip.interface)
+            sock, mac = self._packet_socket(
+                BackendOp.ANNOUNCE, vip, vip.interface, protocol=ETH_P_IPV6
+            )
+            frames = [announce_frame(mac, vip.ip, source)]
+        else:
+            sock, mac = self._packet_socket(BackendOp.ANNOUNCE, vip, vip.interface)
             frames = gratuitous_frames(mac, vip.ip)
+        with sock:
             sent = 0
             for round_ in range(self.garp_rounds):
                 if round_:
@@ -296,27 +340,35 @@ class LinuxBackend:
             return sent
 
     def open_lan(
-        self, interface: str, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address]
+        self, interface: str, vips: Sequence[IPAddress], witnesses: Sequence[IPAddress]
     ) -> LinuxLanSocket:
-        """An ARP listener on `interface` that hears only frames about `vips` or `witnesses`
-        (kernel BPF filter), non-blocking. Also looks up, once, which of our addresses a
-        witness request should come from (none: 0.0.0.0). Blocks briefly (netlink)."""
+        """An ARP (and, with IPv6 addresses, ND) listener on `interface` that hears only frames
+        about `vips` or `witnesses` (kernel BPF filter), non-blocking. Also looks up, once,
+        which of our addresses a witness request should come from (none: 0.0.0.0, or :: for
+        IPv6). Blocks briefly (netlink)."""
         op = BackendOp.LISTEN
         if not vips:
             raise BackendError(op, None, "no VIPs to listen for", interface=interface)
         vip_list, witness_list = list(dict.fromkeys(vips)), list(dict.fromkeys(witnesses))
         try:
-            arp_filter(own_mac=ZERO_MAC, vips=vip_list, witnesses=witness_list)
+            lan_filter(own_mac=ZERO_MAC, vips=vip_list, witnesses=witness_list)
         except ValueError as exc:
             raise BackendError(op, None, str(exc), interface=interface) from exc
+        # IPv4 alone: bound to ARP as ever. With IPv6 the socket must also see ND (ICMPv6 in
+        # IPv6 frames), so it takes every protocol and the filter sorts ARP from ND.
+        ipv6 = any(ip.version == 6 for ip in (*vip_list, *witness_list))
         sock, mac = self._packet_socket(
             op,
             None,
             interface,
-            lambda mac: bpf_bytes(arp_filter(own_mac=mac, vips=vip_list, witnesses=witness_list)),
+            lambda mac: bpf_bytes(lan_filter(own_mac=mac, vips=vip_list, witnesses=witness_list)),
+            protocol=ETH_P_ALL if ipv6 else ETH_P_ARP,
         )
         try:
             sock.setblocking(False)
+            for vip in vip_list:
+                if isinstance(vip, IPv6Address):
+                    _join_solicited_node(sock, interface, vip)
             sources = self._witness_sources(interface, vip_list, witness_list) if witnesses else {}
         except BaseException:
             sock.close()
@@ -327,17 +379,28 @@ class LinuxBackend:
         )  # fmt: skip
 
     def _witness_sources(
-        self, interface: str, vips: Sequence[IPv4Address], witnesses: Sequence[IPv4Address]
-    ) -> dict[IPv4Address, IPv4Address]:
-        """For each witness, our own (non-VIP) address on its subnet, where we have one."""
-
-        ours = [a for a in self._addresses(BackendOp.LISTEN, interface) if a.ip not in vips]
-        sources = {}
+        self, interface: str, vips: Sequence[IPAddress], witnesses: Sequence[IPAddress]
+    ) -> dict[IPAddress, IPAddress]:
+        """For each witness, our own (non-VIP) address on its subnet, where we have one; for
+        an IPv6 witness with none, our link-local address (always on the witness's link)."""
+        sources: dict[IPAddress, IPAddress] = {}
+        v4 = [w for w in witnesses if isinstance(w, IPv4Address)]
+        v6 = [w for w in witnesses if isinstance(w, IPv6Address)]
+        ours: list[IPv4Interface | IPv6Interface] = []
+        if v4:
+            ours += self._addresses(BackendOp.LISTEN, interface)
+        if v6:
+            ours += self._addresses6(BackendOp.LISTEN, interface)
+        ours = [a for a in ours if a.ip not in vips]
+        link_local = next((a.ip for a in ours if a.ip.version == 6 and a.ip.is_link_local), None)
         for witness in witnesses:
             for address in ours:
                 if witness in address.network and witness != address.ip:
                     sources[witness] = address.ip
                     break
+            else:
+                if witness.version == 6 and link_local is not None:
+                    sources[witness] = link_local
         return sources
 
     def open_link_monitor(self) -> LinuxLinkMonitor:
@@ -363,6 +426,37 @@ class LinuxBackend:
             if isinstance(exc.__cause__, NetlinkError) and exc.__cause__.code == errno.ENODEV:
                 return ABSENT
             raise
+
+    def addresses6(self, interface: str) -> list[IPv6Interface]:
+        """The usable IPv6 addresses (with their prefix, link-local ones included) on
+        `interface`; tentative and DAD-failed ones are left out."""
+        return self._addresses6(BackendOp.LINK, interface)
+
+    def _addresses6(self, op: BackendOp, interface: str) -> list[IPv6Interface]:
+        def do(ipr: Any) -> list[IPv6Interface]:
+            index = self._index(ipr, interface)
+            if index is None:
+                return []
+            found = []
+            for msg in ipr.get_addr(index=index, family=socket.AF_INET6):
+                address = msg.get("IFA_ADDRESS")
+                # IFA_FLAGS holds all 32 bits; the header's flags field only the low 8.
+                flags = int(msg.get("IFA_FLAGS") or msg["flags"])
+                if msg["index"] != index or not address:
+                    continue
+                if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                    continue
+                found.append(IPv6Interface(f"{address}/{msg['prefixlen']}"))
+            return found
+
+        return self._query(op, interface, do)
+
+    def _link_local(self, op: BackendOp, interface: str) -> IPv6Address | None:
+        """Our link-local address on `interface`, if it has a usable one."""
+        for address in self._addresses6(op, interface):
+            if address.ip.is_link_local:
+                return address.ip
+        return None
 
     def addresses(self, interface: str) -> list[IPv4Interface]:
         """The IPv4 addresses (with their prefix) on `interface`; none when it does not exist."""
@@ -406,6 +500,29 @@ class LinuxBackend:
 
         return self._query(BackendOp.ROUTE, interface, do)
 
+    def default_gateway6(self, interface: str) -> IPv6Address | None:
+        """The gateway of the main table's IPv6 default route out of `interface` (lowest
+        metric; usually a router's link-local address), else None."""
+
+        def do(ipr: Any) -> IPv6Address | None:
+            index = self._index(ipr, interface)
+            if index is None:
+                return None
+            best: tuple[int, IPv6Address] | None = None
+            for route in ipr.get_routes(family=socket.AF_INET6, table=254):
+                if route["dst_len"] != 0 or route.get("RTA_DST") not in (None, "::"):
+                    continue
+                metric = int(route.get("RTA_PRIORITY") or 0)
+                hops = [(route.get("RTA_OIF"), route.get("RTA_GATEWAY"))]
+                for hop in route.get("RTA_MULTIPATH") or ():
+                    hops.append((hop["oif"], hop.get("RTA_GATEWAY")))
+                for oif, gateway in hops:
+                    if oif == index and gateway and (best is None or metric < best[0]):
+                        best = (metric, ipaddress.IPv6Address(gateway))
+            return best[1] if best else None
+
+        return self._query(BackendOp.ROUTE, interface, do)
+
     # --- lifecycle -------------------------------------------------------------------------
 
     def _close_locked(self) -> None:
@@ -442,13 +559,27 @@ def _attach_filter(sock: socket.socket, program: bytes) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
+def _join_solicited_node(sock: socket.socket, interface: str, vip: IPv6Address) -> None:
+    """Let the VIP's solicited-node multicast MAC through the NIC's filter. A rival's probe
+    goes there (ARP is broadcast, DAD is not), and a node that does not hold the VIP has not
+    joined that group, so without this a real NIC would drop the frame before we see it."""
+    group = multicast_mac(solicited_node(vip))
+    try:
+        index = socket.if_nametoindex(interface)
+        mreq = struct.pack("iHH8s", index, PACKET_MR_MULTICAST, len(group), group)
+        sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+    except OSError as exc:
+        cause = f"cannot join {vip}'s solicited-node group: {exc}"
+        raise BackendError(BackendOp.LISTEN, None, cause, interface=interface) from exc
+
+
 def _link_state(flags: int) -> LinkState:
     return LinkState(exists=True, up=bool(flags & IFF_UP), carrier=bool(flags & IFF_LOWER_UP))
 
 
 class LinuxLanSocket:
-    """ARP on one interface for the event loop: reads what the BPF filter lets through and
-    sends probes and witness requests. Never blocks."""
+    """ARP and ND on one interface for the event loop: reads what the BPF filter lets through
+    and sends probes and witness requests. Never blocks."""
 
     def __init__(
         self,
@@ -456,9 +587,9 @@ class LinuxLanSocket:
         *,
         interface: str,
         mac: bytes,
-        vips: Sequence[IPv4Address],
-        witnesses: Sequence[IPv4Address],
-        sources: dict[IPv4Address, IPv4Address],
+        vips: Sequence[IPAddress],
+        witnesses: Sequence[IPAddress],
+        sources: dict[IPAddress, IPAddress],
     ) -> None:
         self._sock = sock
         self.interface = interface
@@ -490,10 +621,7 @@ class LinuxLanSocket:
             self.frames += 1
             if addr[2] == PACKET_OUTGOING:  # the filter drops these too; belt and braces
                 continue
-            packet = parse_arp(data)
-            if packet is None:
-                continue
-            found = classify(packet, own_mac=self.mac, vips=self.vips, witnesses=self.witnesses)
+            found = classify_frame(data, own_mac=self.mac, vips=self.vips, witnesses=self.witnesses)
             if found is not None:
                 heard.append(found)
         return heard
@@ -506,11 +634,20 @@ class LinuxLanSocket:
         if sent != len(frame):
             raise self._fail(BackendOp.PROBE, f"short send: {sent} of {len(frame)} bytes")
 
-    def send_probe(self, ip: IPv4Address) -> None:
-        self._send(probe_frame(self.mac, ip))
+    def send_probe(self, ip: IPAddress) -> None:
+        if isinstance(ip, IPv6Address):
+            self._send(probe_frame6(self.mac, ip))
+        else:
+            self._send(probe_frame(self.mac, ip))
 
-    def send_request(self, ip: IPv4Address) -> None:
+    def send_request(self, ip: IPAddress) -> None:
+        if isinstance(ip, IPv6Address):
+            source6 = self._sources.get(ip)
+            assert source6 is None or isinstance(source6, IPv6Address)
+            self._send(request_frame6(self.mac, ip, source6))
+            return
         source = self._sources.get(ip, UNSPECIFIED)
+        assert isinstance(source, IPv4Address)  # _witness_sources keeps families apart
         self._send(
             build_arp(
                 op=OP_REQUEST,

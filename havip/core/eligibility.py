@@ -1,8 +1,10 @@
-"""Whether this node may hold the VIP: its VIP links work and it can hear the LAN.
+"""Whether this node may hold the VIP: its VIP links work, it can hear the LAN, its health
+checks pass and the operator has not drained it.
 
-Pure: no I/O and no clock. The shell feeds link states (from netlink events) and the result of
-each periodic witness check, with the time, and asks `evaluate(now)`; `next_change()` says when
-the answer may change with no new input, so the shell arms one timer.
+Pure: no I/O and no clock. The shell feeds link states (from netlink events), the result of
+each periodic witness check, the health checks' verdict (already rise/fall-filtered) and the
+maintenance switch, with the time, and asks `evaluate(now)`; `next_change()` says when the answer
+may change with no new input, so the shell arms one timer.
 """
 
 from __future__ import annotations
@@ -34,7 +36,15 @@ class LinkState(NamedTuple):
 
 
 # Which cause to report when several hold at once: the one an operator must fix first.
-_PRIORITY = (Cause.NO_INTERFACE, Cause.LINK_DOWN, Cause.NO_CARRIER, Cause.NO_WITNESS)
+# Maintenance comes last: the operator knows about it, a broken link may be news.
+_PRIORITY = (
+    Cause.NO_INTERFACE,
+    Cause.LINK_DOWN,
+    Cause.NO_CARRIER,
+    Cause.NO_WITNESS,
+    Cause.CHECK_FAILED,
+    Cause.MAINTENANCE,
+)
 
 
 class Eligibility:
@@ -72,6 +82,8 @@ class Eligibility:
         # When each interface went bad; -inf when it was never good (no debounce then).
         self._bad_since: dict[str, float | None] = dict.fromkeys(interfaces, -math.inf)
         self._misses = 0
+        self._checks_ok = True
+        self._maintenance = False
         self._now = now
 
     def _see(self, now: float) -> None:
@@ -93,6 +105,14 @@ class Eligibility:
         self._see(now)
         self._misses = 0 if heard else self._misses + 1
 
+    def checks(self, passing: bool) -> None:
+        """The health checks' verdict: all pass (or none configured), or not."""
+        self._checks_ok = passing
+
+    def maintenance(self, on: bool) -> None:
+        """The operator's switch: while on, this node must not hold the VIP."""
+        self._maintenance = on
+
     def link_state(self, interface: str) -> LinkState | None:
         """The last state reported for `interface`, None if none yet."""
         return self._state[interface]
@@ -108,6 +128,10 @@ class Eligibility:
             causes.add(Cause.NO_INTERFACE if state is None else state.cause)
         if self.witnesses and self._misses >= self.witness_misses:
             causes.add(Cause.NO_WITNESS)
+        if not self._checks_ok:
+            causes.add(Cause.CHECK_FAILED)
+        if self._maintenance:
+            causes.add(Cause.MAINTENANCE)
         for cause in _PRIORITY:
             if cause in causes:
                 return False, cause

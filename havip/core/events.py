@@ -116,6 +116,20 @@ class Resumed:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Handover:
+    """The operator asked for a planned switchover (`havip handover`); see
+    `Failover.handover_refusal` for when it is refused."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fenced:
+    """The fence hook asked for by Fence(fence_id) finished: ok True (exit 0) or False."""
+
+    fence_id: int
+    ok: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class Tick:
     """A timer the machine asked for (see `next_timer`) has come due."""
 
@@ -133,6 +147,8 @@ Event = (
     | BackendFailed
     | Shutdown
     | Resumed
+    | Handover
+    | Fenced
     | Tick
 )
 
@@ -225,6 +241,16 @@ class Vetoed:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Fence:
+    """Run the fence hook before taking the VIP while the peer link is down; answer with
+    Fenced(fence_id). `reason`: why the peer counts as gone (a Reason value)."""
+
+    fence_id: int
+    reason: Reason
+    epoch: int  # the epoch the takeover would use
+
+
+@dataclass(frozen=True, kw_only=True)
 class Stop:
     """Shutdown finished deciding; the shell may exit once earlier actions are done."""
 
@@ -239,6 +265,7 @@ Action = (
     | Isolated
     | Transition
     | Vetoed
+    | Fence
     | Stop
 )
 

@@ -22,6 +22,9 @@ from havip.core.events import (
     Conflict,
     Event,
     FailoverTiming,
+    Fence,
+    Fenced,
+    Handover,
     Isolated,
     LocalHealth,
     PeerDown,
@@ -58,7 +61,7 @@ TRANSITIONS: dict[tuple[State, State], frozenset[Reason]] = {
     (S.PROBING, S.ACTIVE): frozenset({R.PROBE_SILENT, R.PEER_RESIGNED}),
     (S.PROBING, S.STANDBY): frozenset({R.PEER_OWNS, R.PEER_CANDIDATE, R.INELIGIBLE}),
     (S.ACTIVE, S.STANDBY): frozenset(
-        {R.HIGHER_EPOCH, R.PREEMPT, R.PROBE_ANSWERED, R.INELIGIBLE, R.CONFLICT}
+        {R.HIGHER_EPOCH, R.PREEMPT, R.PROBE_ANSWERED, R.INELIGIBLE, R.CONFLICT, R.HANDOVER}
     ),
     (S.FAULT, S.STANDBY): frozenset({R.FAULT_CLEARED}),
     **{(s, S.FAULT): frozenset({R.BACKEND_FAILED}) for s in (S.INIT, S.STANDBY, S.PROBING)},
@@ -77,7 +80,14 @@ class Failover:
     Read by the shell for status: `state`, `reason`, `since`, `epoch`, `peer`, `peer_mac`,
     `eligible`, `cause`, `isolated` (the last takeover probe heard no witness), `suspect` (we hold
     the VIP but may be cut off: not announcing, re-checking), `vetoed_by` (the MAC of the last
-    veto, cleared on any transition) and `last_claim` (the last MAC heard claiming the VIP).
+    veto, cleared on any transition), `last_claim` (the last MAC heard claiming the VIP),
+    `fencing` (a fence hook runs before a takeover) and `fence_failed` (the last one failed and
+    `fence_required` holds the takeover back).
+
+    With `fence`, a takeover that follows a failure signal (the peer link was up, then dropped or
+    missed its deadline) first asks for the fence hook (Fence, answered by Fenced); with
+    `fence_required`, only a successful fence lets it go ahead. Never before a RESIGN handover,
+    nor at a cold start that never saw the peer (there is no failure to fence).
     """
 
     def __init__(
@@ -88,8 +98,12 @@ class Failover:
         timing: FailoverTiming,
         epoch: int,
         now: float,
+        fence: bool = False,
+        fence_required: bool = False,
     ) -> None:
         self.is_primary = is_primary
+        self.fence = fence
+        self.fence_required = fence_required
         self.preempt = preempt
         self.timing = timing
         self.state = State.INIT
@@ -123,6 +137,13 @@ class Failover:
         self._last_announce: float | None = None
         self._conflict_at: float | None = None  # when we answered the peer's claim (link down)
         self._won_epoch = False  # both own, we won, and announced: once per conflict
+        self._next_fence_id = 0
+        self._fencing: int | None = None  # the Fence we wait for
+        self._peer_failed = False  # the link was up and went down: a failure signal
+        self.fence_failed = False
+        # After a handover, not a candidate until the peer holds the VIP (or this passes): the
+        # VIP is briefly silent between our release and its add, and we must not take it back.
+        self._yield_until: float | None = None
 
     # ---- what the shell reads --------------------------------------------------------------
 
@@ -130,10 +151,37 @@ class Failover:
     def owns(self) -> bool:
         return self.state is State.ACTIVE
 
+    @property
+    def fencing(self) -> bool:
+        return self._fencing is not None
+
     def local_status(self) -> LocalStatus:
         return LocalStatus(
-            state=self.state, owns=self.owns, epoch=self.epoch, eligible=self.eligible
+            state=self.state,
+            owns=self.owns,
+            epoch=self.epoch,
+            eligible=self.eligible,
+            cause=None if self.eligible else self.cause,
         )
+
+    def handover_refusal(self) -> str | None:
+        """Why `havip handover` cannot be done now, in one sentence; None: it can."""
+        peer = self.peer
+        if self.state is not State.ACTIVE:
+            return f"this node does not hold the VIP (state {self.state}): nothing to hand over"
+        if peer is None:
+            return "the peer link is down: nobody to hand the VIP to"
+        if not peer.eligible:
+            cause = f" ({peer.cause})" if peer.cause is not None else ""
+            return f"the peer is not eligible{cause}: it would not take the VIP"
+        if peer.owns or peer.state not in (S.INIT, S.STANDBY, S.PROBING):
+            return f"the peer is {peer.state}: it cannot take the VIP now"
+        if self.is_primary and self.preempt:
+            return (
+                "preempt is on, so the peer would hand the VIP straight back; "
+                "use `havip maintenance on` to keep it off this node"
+            )
+        return None
 
     def next_timer(self) -> float | None:
         """When the machine next needs a Tick, if ever (only timers that matter now)."""
@@ -142,6 +190,8 @@ class Failover:
             if self._started is None or self.peer is not None:
                 return None
             return self._started + self.timing.startup_wait
+        if state is State.STANDBY and self._yield_until is not None:
+            return self._yield_until
         if state in (State.STANDBY, State.PROBING) and self._candidate():
             return self._retry_at
         if state is State.ACTIVE:
@@ -199,6 +249,10 @@ class Failover:
                 self.suspect = True
                 self._burst_at = None
                 self._start_probe(ProbePurpose.CONFLICT, out)
+        elif isinstance(event, Handover):
+            self._on_handover(now, out)
+        elif isinstance(event, Fenced):
+            self._on_fenced(event, now, out)
         elif isinstance(event, Shutdown):
             self._on_shutdown(now, out)
             return out
@@ -209,7 +263,10 @@ class Failover:
 
     def _on_peer_status(self, status: PeerStatus, now: float, out: list[Action]) -> None:
         self.peer = status
+        self._peer_failed = False
         self._blip = False
+        if status.owns:
+            self._yield_until = None
         if self.state is State.ACTIVE:
             if not status.owns:
                 self._won_epoch = False
@@ -240,7 +297,9 @@ class Failover:
                 self._go(S.STANDBY, R.PEER_CANDIDATE, "peer is back and takes the VIP", now, out)
 
     def _on_peer_down(self, event: PeerDown, out: list[Action]) -> None:
+        self._peer_failed = self._peer_failed or self.peer is not None
         self.peer = None
+        self._yield_until = None  # whatever we handed over, the failure rules decide now
         # Announcements heard while the link was up were the owner we knew about; only what
         # it announces from now on proves it is still alive (see _claimed_lately).
         self._claim_at = None
@@ -311,7 +370,51 @@ class Failover:
             self._retry_at = now + self.timing.retry_interval
         elif self._candidate():
             self.vetoed_by = None
-            self._take(R.PROBE_SILENT, "nobody answers for the VIP", now, out)
+            if self.fence and self.peer is None and self._peer_failed:
+                self._start_fence(out)
+            else:
+                self._take(R.PROBE_SILENT, "nobody answers for the VIP", now, out)
+
+    def _start_fence(self, out: list[Action]) -> None:
+        self._next_fence_id += 1
+        self._fencing = self._next_fence_id
+        epoch = min(max(self.epoch, self._seen_epoch) + 1, MAX_EPOCH)
+        out.append(Fence(fence_id=self._fencing, reason=self.reason, epoch=epoch))
+
+    def _on_fenced(self, event: Fenced, now: float, out: list[Action]) -> None:
+        if self._fencing != event.fence_id:
+            return  # stale: the peer came back, or we stopped wanting the VIP, meanwhile
+        self._fencing = None
+        self.fence_failed = not event.ok
+        if self.state is not State.PROBING or not self._candidate():
+            return
+        if self._claimed_lately(now):
+            # The peer (or somebody) announced the VIP while the fence ran: look again.
+            self._retry_at = now + self.timing.retry_interval
+            return
+        if event.ok:
+            self._take(
+                R.PROBE_SILENT, "nobody answers for the VIP and the peer is fenced", now, out
+            )
+        elif not self.fence_required:
+            self._take(
+                R.PROBE_SILENT,
+                "nobody answers for the VIP (the fence failed, not required)",
+                now,
+                out,
+            )
+        else:
+            # A fence is slow and heavy: do not hammer it; try again like after a backend fault.
+            self._retry_at = now + self.timing.fault_retry
+
+    def _on_handover(self, now: float, out: list[Action]) -> None:
+        if self.handover_refusal() is not None:
+            return
+        self._preempt_at = None
+        out.append(Release(reason=R.HANDOVER))
+        out.append(SendResign(epoch=self.epoch))
+        self._go(S.STANDBY, R.HANDOVER, "the operator asked to hand the VIP to the peer", now, out)
+        self._yield_until = now + self.timing.startup_wait
 
     def _on_conflict_probe(self, event: ProbeDone, now: float, out: list[Action]) -> None:
         answered = event.answered_by
@@ -430,6 +533,8 @@ class Failover:
         if self.state is State.INIT:
             self._evaluate_init(now, out)
         elif self.state is State.STANDBY:
+            if self._yield_until is not None and now >= self._yield_until:
+                self._yield_until = None
             due = self._retry_at is None or now >= self._retry_at
             if self._candidate() and due:
                 self._retry_at = None
@@ -442,7 +547,7 @@ class Failover:
                 self._go(S.STANDBY, R.INELIGIBLE, f"not eligible ({self.cause})", now, out)
                 return
             due = self._retry_at is not None and now >= self._retry_at
-            if due and self._probe is None and self._candidate():
+            if due and self._probe is None and self._fencing is None and self._candidate():
                 self._retry_at = None
                 self._start_probe(ProbePurpose.TAKEOVER, out)
         elif self.state is State.ACTIVE:
@@ -542,7 +647,7 @@ class Failover:
 
     def _candidate(self) -> bool:
         """Should this node try for the VIP now (subject to the LAN probe)?"""
-        if not self.eligible:
+        if not self.eligible or self._yield_until is not None:
             return False
         peer = self.peer
         if peer is None:
@@ -610,6 +715,7 @@ class Failover:
 
     def _cancel_probe(self) -> None:
         self._probe = None
+        self._fencing = None  # a fence result no longer leads to a takeover
 
     def _go(self, to: State, reason: Reason, sentence: str, now: float, out: list[Action]) -> None:
         frm = self.state
@@ -630,6 +736,8 @@ class Failover:
             self._retry_at = None
         if frm is S.PROBING:
             self.isolated = False  # it describes the takeover probes, which end here
+            self._fencing = None
+            self.fence_failed = False
         self.vetoed_by = None
         self.state, self.reason, self.since = to, reason, now
         out.append(Transition(frm=frm, to=to, reason=reason, sentence=sentence, epoch=self.epoch))

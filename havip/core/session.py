@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from havip.core.states import State
+from havip.core.states import Cause, State
 from havip.core.wire import (
     MAX_EPOCH,
     PROTOCOL_VERSION,
@@ -44,6 +44,7 @@ class PeerStatus:
     owns: bool
     epoch: int
     eligible: bool
+    cause: Cause | None = None  # why it is not eligible, when it said
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +55,7 @@ class LocalStatus:
     owns: bool
     epoch: int
     eligible: bool
+    cause: Cause | None = None  # why we are not eligible
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +160,7 @@ class PeerSession:
             epoch=status.epoch,
             eligible=status.eligible,
             mac=mac,
+            cause=None if status.eligible else status.cause,
         )
 
     def keepalive(self, status: LocalStatus, now: float) -> Keepalive:
@@ -172,6 +175,7 @@ class PeerSession:
             state=status.state,
             owns=status.owns,
             eligible=status.eligible,
+            cause=None if status.eligible else status.cause,
             epoch=status.epoch,
             sent_us=_us(now),
             echo_us=echo,
@@ -228,7 +232,9 @@ class PeerSession:
         rtt = None
         if msg.echo_us:
             rtt = max(0.0, (_us(now) - msg.echo_us - msg.held_us) / 1_000_000)
-        status = PeerStatus(state=msg.state, owns=msg.owns, epoch=msg.epoch, eligible=msg.eligible)
+        status = PeerStatus(
+            state=msg.state, owns=msg.owns, epoch=msg.epoch, eligible=msg.eligible, cause=msg.cause
+        )
         return PeerUpdate(status=status, rtt=rtt)
 
     def _receive_hello(self, msg: Hello, now: float) -> PeerHello:
@@ -261,7 +267,11 @@ class PeerSession:
         self.deadline = now + self._dead_time
         return PeerHello(
             status=PeerStatus(
-                state=msg.state, owns=msg.owns, epoch=msg.epoch, eligible=msg.eligible
+                state=msg.state,
+                owns=msg.owns,
+                epoch=msg.epoch,
+                eligible=msg.eligible,
+                cause=msg.cause,
             ),
             boot_id=msg.boot_id,
             mac=format_mac(msg.mac),

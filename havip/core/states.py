@@ -35,6 +35,7 @@ class Reason(StrEnum):
     INELIGIBLE = "ineligible"  # this node cannot serve the VIP (link down, no witness...)
     CONFLICT = "conflict"  # released after hearing the peer claim the VIP on the LAN
     RESUMED = "resumed"  # a restarted daemon keeps the VIP it still holds
+    HANDOVER = "handover"  # the operator asked the owner to hand the VIP to its peer
 
 
 class LinkDown(StrEnum):
@@ -52,4 +53,6 @@ class Cause(StrEnum):
     NO_CARRIER = "no_carrier"  # the VIP interface is up but has no carrier
     NO_INTERFACE = "no_interface"  # the VIP interface does not exist
     NO_WITNESS = "no_witness"  # witnesses are configured and none answers
+    CHECK_FAILED = "check_failed"  # a health check fails (or has not passed yet)
+    MAINTENANCE = "maintenance"  # the operator drained this node (`havip maintenance on`)
     OK = "ok"

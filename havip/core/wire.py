@@ -12,9 +12,9 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
-from havip.core.states import State
+from havip.core.states import Cause, State
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_FRAME = 512  # bytes of payload: HELLO is 37 plus its two names; the rest are smaller
 #: The one bound on ownership epochs, on the wire and in the state machine. Far beyond any real
 #: count of takeovers, and far enough below 2**64 that adding to it can never overflow a u64.
@@ -31,6 +31,19 @@ STATE_CODES: dict[State, int] = {
     State.STOPPED: 5,
 }
 _CODE_STATES = {code: state for state, code in STATE_CODES.items()}
+
+#: Why a node is not eligible, in the byte that says whether it is (0: eligible). Stable wire
+#: codes: a compatibility promise, never renumber. UNSPECIFIED_CAUSE: ineligible, reason unsaid.
+CAUSE_CODES: dict[Cause, int] = {
+    Cause.NO_INTERFACE: 1,
+    Cause.LINK_DOWN: 2,
+    Cause.NO_CARRIER: 3,
+    Cause.NO_WITNESS: 4,
+    Cause.CHECK_FAILED: 5,
+    Cause.MAINTENANCE: 6,
+}
+UNSPECIFIED_CAUSE = 255
+_CODE_CAUSES = {code: cause for cause, code in CAUSE_CODES.items()}
 
 
 class MessageType(IntEnum):
@@ -86,6 +99,7 @@ class Hello:
     epoch: int
     eligible: bool
     mac: bytes  # 6 bytes: the MAC of the sender's VIP interface, all zero when unknown
+    cause: Cause | None = None  # why not eligible (None: eligible, or not said)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +118,7 @@ class Keepalive:
     sent_us: int
     echo_us: int = 0
     held_us: int = 0
+    cause: Cause | None = None  # why not eligible (None: eligible, or not said)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,9 +141,10 @@ class Close:
 
 Message = Hello | Keepalive | Resign | Close
 
-# version, preempt, state, owns, eligible, epoch, boot_id, mac (+ node and primary as strings)
+# version, preempt, state, owns, eligibility, epoch, boot_id, mac (+ node and primary as strings)
+# eligibility: 0 when eligible, else the CAUSE_CODES code (UNSPECIFIED_CAUSE when unknown)
 _HELLO = struct.Struct("!HBBBBQ16s6s")
-# seq, state, owns, eligible, epoch, sent_us, echo_us, held_us
+# seq, state, owns, eligibility, epoch, sent_us, echo_us, held_us
 _KEEPALIVE = struct.Struct("!QBBBQQQI")
 _RESIGN = struct.Struct("!QQ")  # seq, epoch
 _CLOSE = struct.Struct("!B")  # kind code (+ detail as a string)
@@ -151,6 +167,12 @@ def truncate_utf8(text: str, limit: int) -> str:
     return raw[:limit].decode(errors="ignore")
 
 
+def _eligibility(eligible: bool, cause: Cause | None) -> int:
+    if eligible:
+        return 0
+    return CAUSE_CODES.get(cause, UNSPECIFIED_CAUSE) if cause is not None else UNSPECIFIED_CAUSE
+
+
 def _check_epoch(epoch: int) -> int:
     # Our own bug if it fails (the machine saturates at MAX_EPOCH), never the peer's.
     if not 0 <= epoch <= MAX_EPOCH:
@@ -171,7 +193,7 @@ def encode(msg: Message) -> bytes:
                 msg.preempt,
                 STATE_CODES[msg.state],
                 msg.owns,
-                msg.eligible,
+                _eligibility(msg.eligible, msg.cause),
                 _check_epoch(msg.epoch),
                 msg.boot_id,
                 msg.mac,
@@ -185,7 +207,7 @@ def encode(msg: Message) -> bytes:
             msg.seq,
             STATE_CODES[msg.state],
             msg.owns,
-            msg.eligible,
+            _eligibility(msg.eligible, msg.cause),
             _check_epoch(msg.epoch),
             msg.sent_us % _U64,
             msg.echo_us % _U64,
@@ -213,6 +235,18 @@ def _flag(value: int) -> bool:
     if value not in (0, 1):
         raise ProtocolError(ErrorKind.MALFORMED, f"flag byte must be 0 or 1, got {value}")
     return value == 1
+
+
+def _cause(code: int) -> tuple[bool, Cause | None]:
+    """(eligible, cause) from the eligibility byte."""
+    if code == 0:
+        return True, None
+    if code == UNSPECIFIED_CAUSE:
+        return False, None
+    try:
+        return False, _CODE_CAUSES[code]
+    except KeyError:
+        raise ProtocolError(ErrorKind.MALFORMED, f"unknown eligibility code {code}") from None
 
 
 def _unpack_str(body: bytes, offset: int) -> tuple[str, int]:
@@ -254,6 +288,7 @@ def decode_payload(payload: bytes) -> Message:
         primary, offset = _unpack_str(body, offset)
         if offset != len(body):
             raise ProtocolError(ErrorKind.MALFORMED, "trailing bytes after HELLO")
+        ok, cause = _cause(eligible)
         return Hello(
             version=version,
             node=node,
@@ -263,16 +298,19 @@ def decode_payload(payload: bytes) -> Message:
             state=_state(state),
             owns=_flag(owns),
             epoch=_epoch(epoch),
-            eligible=_flag(eligible),
+            eligible=ok,
             mac=mac,
+            cause=cause,
         )
     if mtype == MessageType.KEEPALIVE:
         seq, state, owns, eligible, epoch, sent, echo, held = _exact(body, _KEEPALIVE, "KEEPALIVE")
+        ok, cause = _cause(eligible)
         return Keepalive(
             seq=seq,
             state=_state(state),
             owns=_flag(owns),
-            eligible=_flag(eligible),
+            eligible=ok,
+            cause=cause,
             epoch=_epoch(epoch),
             sent_us=sent,
             echo_us=echo,

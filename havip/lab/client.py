@@ -23,6 +23,12 @@ promiscuously; the client's kernel never learns from the probe, so the measured 
 a plain client would see. (Not an RFC 5227 probe with sender 0.0.0.0, which a strict daemon
 could take for a competing claim on the VIP.) `off` sends no ARP.
 
+IPv6 VIPs are probed the same way with Neighbour Discovery in place of ARP: each round sends a
+neighbour solicitation for the VIP (to its solicited-node group, with our MAC as the source
+link-layer option) and `arp_macs` lists the MACs whose solicited advertisements answered it
+(unsolicited announcements to all-nodes are not answers). `passive` asks from a made-up MAC and
+`--passive-ip6` (2001:2:0:1::fa by default). The echo responder serves IPv4 and IPv6.
+
 The analysis helpers at the bottom are pure and need no root.
 """
 
@@ -44,7 +50,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from itertools import pairwise
 from pathlib import Path
 from types import FrameType
@@ -62,6 +68,15 @@ from havip.backends.arp import (
     mac_text,
     parse_arp,
 )
+from havip.backends.nd import (
+    ETH_P_IPV6,
+    NA_SOLICITED,
+    ND_NA,
+    UNSPECIFIED6,
+    announce_frame,
+    build_ns,
+    parse_nd,
+)
 
 ECHO_PORT = 9000
 DEFAULT_IFACE = "eth0"
@@ -73,6 +88,7 @@ FLUSH_EVERY_S = 0.1
 STOP_GRACE_S = 0.3
 MAX_READS_PER_WAKEUP = 1000
 PASSIVE_IP = "198.18.0.250"  # unused in the lab; passive ARP requests come from it
+PASSIVE_IP6 = "2001:2:0:1::fa"  # the same for IPv6 neighbour solicitations
 
 # Linux constants the socket module does not export.
 SIOCGIFHWADDR = 0x8927
@@ -109,6 +125,22 @@ def parse_arp_answer(
     return mac_text(packet.sender_mac)
 
 
+def parse_nd_answer(
+    frame: bytes, *, vip: IPv6Address, asker_ip: IPv6Address, asker_mac: bytes
+) -> str | None:
+    """The answering MAC if frame is a solicited neighbour advertisement for vip addressed to
+    the asker, else None (the twin of `parse_arp_answer`).
+
+    Unsolicited advertisements (announcements to all-nodes, Solicited clear) are not answers,
+    so a new owner's announcement never counts as a second answer to the old owner's reply."""
+    packet = parse_nd(frame)
+    if packet is None or packet.type != ND_NA or packet.target != vip:
+        return None
+    if not packet.flags & NA_SOLICITED or packet.dst != asker_ip or frame[:6] != asker_mac:
+        return None
+    return mac_text(packet.lladdr or packet.eth_src)
+
+
 # --------------------------------------------------------------------------- interface facts
 
 
@@ -130,9 +162,19 @@ def iface_ipv4(iface: str) -> IPv4Address:
     return IPv4Address(_ifreq(iface, SIOCGIFADDR)[20:24])
 
 
-def _packet_socket(iface: str) -> socket.socket:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-    sock.bind((iface, ETH_P_ARP))
+def iface_ipv6(iface: str, path: Path = Path("/proc/net/if_inet6")) -> IPv6Address:
+    """The interface's first global IPv6 address (from /proc/net/if_inet6, no ioctl exists)."""
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        # address, ifindex, prefix length, scope (0: global), flags, name
+        if len(fields) == 6 and fields[5] == iface and fields[3] == "00":
+            return IPv6Address(int(fields[0], 16))
+    raise OSError(f"interface {iface}: no global IPv6 address")
+
+
+def _packet_socket(iface: str, protocol: int = ETH_P_ARP) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol))
+    sock.bind((iface, protocol))
     return sock
 
 
@@ -140,13 +182,27 @@ def _packet_socket(iface: str) -> socket.socket:
 
 
 def run_echo(*, name: str, port: int, bind: str = "0.0.0.0") -> int:
-    """Reply to each datagram with b'<name> ' + payload, until killed. Prints 'ready'."""
+    """Reply to each datagram with b'<name> ' + payload, until killed. Prints 'ready'.
+
+    The default bind serves both IPv4 (0.0.0.0) and IPv6 (::); an explicit address one."""
     prefix = name.encode() + b" "
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    binds = ["0.0.0.0", "::"] if bind == "0.0.0.0" else [bind]
+    socks = []
+    for address in binds:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        socks.append(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((bind, port))
-        print("ready", flush=True)
-        while True:  # a server: runs until the lab kills it
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, port))
+    sel = selectors.DefaultSelector()
+    for sock in socks:
+        sel.register(sock, selectors.EVENT_READ, sock)
+    print("ready", flush=True)
+    while True:  # a server: runs until the lab kills it
+        for key, _ in sel.select():
+            sock = key.data
             try:
                 data, peer = sock.recvfrom(MAX_DATAGRAM)
                 sock.sendto(prefix + data[:MAX_ECHO_PAYLOAD], peer)
@@ -156,7 +212,8 @@ def run_echo(*, name: str, port: int, bind: str = "0.0.0.0") -> int:
 
 def run_send(*, to: str, port: int, timeout: float, payload: bytes = b"ping") -> int:
     """Send one datagram, print the reply; 0 if answered within timeout, else 1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    family = socket.AF_INET6 if ":" in to else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.sendto(payload, (to, port))
@@ -170,9 +227,15 @@ def run_send(*, to: str, port: int, timeout: float, payload: bytes = b"ping") ->
 
 def run_garp(*, ip: str, iface: str, count: int, gap: float, mac: str | None = None) -> int:
     """Announce ip at iface's MAC (or a forged `mac`): `count` rounds of request + reply
-    gratuitous ARP. The forged MAC is the Ethernet source and the ARP sender alike."""
-    frames = gratuitous_frames(mac_bytes(mac) if mac else iface_mac(iface), IPv4Address(ip))
-    with _packet_socket(iface) as sock:
+    gratuitous ARP, or for IPv6 of one unsolicited neighbour advertisement (from the address
+    itself). The forged MAC is the Ethernet source and the announced one alike."""
+    raw = mac_bytes(mac) if mac else iface_mac(iface)
+    address = ip_address(ip)
+    if isinstance(address, IPv6Address):
+        frames, protocol = [announce_frame(raw, address, None)], ETH_P_IPV6
+    else:
+        frames, protocol = gratuitous_frames(raw, address), ETH_P_ARP
+    with _packet_socket(iface, protocol) as sock:
         for i in range(count):
             for frame in frames:
                 sock.send(frame)
@@ -303,6 +366,7 @@ class ClientOptions:
     timeout: float = 0.5
     arp_mode: ArpMode = ArpMode.SELF
     passive_ip: str = PASSIVE_IP
+    passive_ip6: str = PASSIVE_IP6
 
 
 @dataclass(kw_only=True)
@@ -324,35 +388,45 @@ class _Prober:
         self.stats = ClientStats()
         self.stopping = False
         self.token = secrets.token_hex(4).encode()
-        self.vip = IPv4Address(opts.vip)
+        self.vip = ip_address(opts.vip)
         self.pending: dict[int, _Round] = {}
         self.next_write = 0
         self.current: _Round | None = None
         self.sending = True
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        v6 = self.vip.version == 6
+        self.udp = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setblocking(False)
-        self.udp.bind(("0.0.0.0", 0))
+        self.udp.bind(("::" if v6 else "0.0.0.0", 0))
         self.arp: socket.socket | None = None
         self.arp_frame = b""
-        self.asker_ip = UNSPECIFIED
+        self.asker_ip: IPv4Address | IPv6Address = UNSPECIFIED6 if v6 else UNSPECIFIED
         self.asker_mac = ZERO_MAC
         if opts.arp_mode is not ArpMode.OFF:
             self._open_arp()
 
     def _open_arp(self) -> None:
         iface = self.opts.iface
+        v6 = isinstance(self.vip, IPv6Address)
         if self.opts.arp_mode is ArpMode.SELF:
-            self.asker_mac, self.asker_ip = iface_mac(iface), iface_ipv4(iface)
+            self.asker_mac = iface_mac(iface)
+            self.asker_ip = iface_ipv6(iface) if v6 else iface_ipv4(iface)
         else:
             # Locally administered unicast MAC nobody owns: answers reach only this socket.
             raw = bytearray(os.urandom(6))
             raw[0] = (raw[0] & 0xFC) | 0x02
-            self.asker_mac, self.asker_ip = bytes(raw), IPv4Address(self.opts.passive_ip)
-        self.arp = _packet_socket(iface)
+            self.asker_mac = bytes(raw)
+            self.asker_ip = ip_address(self.opts.passive_ip6 if v6 else self.opts.passive_ip)
+        self.arp = _packet_socket(iface, ETH_P_IPV6 if v6 else ETH_P_ARP)
         self.arp.setblocking(False)
         if self.opts.arp_mode is ArpMode.PASSIVE:
             mreq = struct.pack("iHH8s", socket.if_nametoindex(iface), PACKET_MR_PROMISC, 0, b"")
             self.arp.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        if isinstance(self.vip, IPv6Address):
+            assert isinstance(self.asker_ip, IPv6Address)
+            # A plain solicitation with our MAC: the holder answers it with a solicited NA.
+            self.arp_frame = build_ns(mac=self.asker_mac, src=self.asker_ip, target=self.vip)
+            return
+        assert isinstance(self.asker_ip, IPv4Address)
         self.arp_frame = build_arp(
             op=OP_REQUEST,
             sender_mac=self.asker_mac,
@@ -415,11 +489,17 @@ class _Prober:
                 continue  # e.g. ENETDOWN, reported once after a link change
             if addr[2] == socket.PACKET_OUTGOING:
                 continue
-            mac = parse_arp_answer(
-                frame, vip=self.vip, asker_ip=self.asker_ip, asker_mac=self.asker_mac
-            )
+            mac = self._answer(frame)
             if mac is not None and self.current is not None and mac not in self.current.arp_macs:
                 self.current.arp_macs.append(mac)
+
+    def _answer(self, frame: bytes) -> str | None:
+        vip, asker = self.vip, self.asker_ip
+        if isinstance(vip, IPv6Address) and isinstance(asker, IPv6Address):
+            return parse_nd_answer(frame, vip=vip, asker_ip=asker, asker_mac=self.asker_mac)
+        if isinstance(vip, IPv4Address) and isinstance(asker, IPv4Address):
+            return parse_arp_answer(frame, vip=vip, asker_ip=asker, asker_mac=self.asker_mac)
+        return None
 
     def _finished(self, rnd: _Round, now: float, *, force: bool) -> bool:
         if force:
@@ -705,6 +785,9 @@ def _parser() -> argparse.ArgumentParser:
         "--arp-mode", choices=[m.value for m in ArpMode], default=ArpMode.SELF.value
     )
     client.add_argument("--passive-ip", default=PASSIVE_IP, help="sender IP in passive mode")
+    client.add_argument(
+        "--passive-ip6", default=PASSIVE_IP6, help="source IPv6 address in passive mode"
+    )
     client.add_argument("--out", type=Path, help="JSON lines file (default: stdout)")
 
     send = sub.add_parser("send", help="send one datagram and print the answer")
@@ -767,6 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout,
             arp_mode=ArpMode(args.arp_mode),
             passive_ip=args.passive_ip,
+            passive_ip6=args.passive_ip6,
         )
         if args.out is None:
             stats = run_client(opts, sys.stdout)

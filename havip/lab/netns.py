@@ -1,15 +1,27 @@
 """A throwaway lab of Linux network namespaces: a bridge, two servers and a client.
 
     LAN namespace:  br0 ── <prefix>n1 ── eth0 in n1      198.18.0.1/24   default via .254
+                        │                                2001:2:0:1::1/64   default via ::fe
                         ├─ <prefix>n2 ── eth0 in n2      198.18.0.2/24   default via .254
+                        │                                2001:2:0:1::2/64   default via ::fe
                         ├─ <prefix>cl ── eth0 in client  198.18.0.10/24 + 198.18.0.254/24
+                        │                                2001:2:0:1::10/64 + 2001:2:0:1::fe/64
                         └─ <prefix>rg ── eth0 in rogue   198.18.0.66/24  (Lab(rogue=True))
+                                                         2001:2:0:1::66/64
                     br1 ── <prefix>h1 ── eth1 in n1      198.19.0.1/24   (Lab(heartbeat_net=True))
                         └─ <prefix>h2 ── eth1 in n2      198.19.0.2/24
 
-The VIP (198.18.0.100/24) is left to the daemons. The client namespace also holds the "gateway"
-198.18.0.254, n1's and n2's default route, so the daemons' default witness exists and answers
-ARP. The optional second network carries the heartbeat when a scenario wants the VIP's link
+The VIPs (198.18.0.100/24, and 2001:2:0:1::100/64 for IPv6 scenarios) are left to the daemons.
+The client namespace also holds the "gateway" 198.18.0.254 and 2001:2:0:1::fe, n1's and n2's
+default routes, so the daemons' default witnesses exist and answer ARP and ND.
+
+IPv6 uses only 2001:2::/48 (RFC 5180's benchmarking range, the twin of 198.18.0.0/15) and the
+kernel's own fe80:: link-local addresses, inside the lab's namespaces. Addresses are added
+`nodad` and the namespaces skip DAD for their link-local addresses too, so nothing waits a
+second for the kernel's duplicate detection; and they keep IPv6 addresses on link down
+(keep_addr_on_down), as IPv4 does, so a link fault changes the same things in both families.
+
+The optional second network carries the heartbeat when a scenario wants the VIP's link
 faults not to touch it. The optional "rogue" host can claim the VIP and forge gratuitous ARP.
 
 Faults are nftables rules in the LAN namespace's bridge (loss, a cut heartbeat, a layer-2
@@ -52,6 +64,16 @@ BRIDGE = "br0"
 HB_BRIDGE = "br1"
 PREFIXLEN = 24
 ADDRESSES = {"n1": "198.18.0.1", "n2": "198.18.0.2", "client": "198.18.0.10", ROGUE: "198.18.0.66"}
+PREFIXLEN6 = 64
+ADDRESSES6 = {
+    "n1": "2001:2:0:1::1",
+    "n2": "2001:2:0:1::2",
+    "client": "2001:2:0:1::10",
+    ROGUE: "2001:2:0:1::66",
+}
+GATEWAY6 = "2001:2:0:1::fe"  # held by the client namespace; n1's and n2's IPv6 default route
+VIP6 = "2001:2:0:1::100"
+VIP6_CIDR = f"{VIP6}/{PREFIXLEN6}"
 HB_ADDRESSES = {"n1": "198.19.0.1", "n2": "198.19.0.2"}
 GATEWAY = "198.18.0.254"  # held by the client namespace; n1's and n2's default route
 VIP = "198.18.0.100"
@@ -195,13 +217,18 @@ class Lab:
         _run(["ip", "-n", lan, "link", "set", BRIDGE, "up"])
         for node in self.nodes:
             ns = self.ns_name(node)
-            self._add_port(self.port_name(node), BRIDGE, ns, IFACE, ADDRESSES[node])
+            _ipv6_sysctls(ns)
+            self._add_port(
+                self.port_name(node), BRIDGE, ns, IFACE, ADDRESSES[node], ADDRESSES6[node]
+            )
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        # The witness: the gateway address lives in the client namespace and answers ARP.
+        # The witness: the gateway address lives in the client namespace and answers ARP / ND.
         client = self.ns_name("client")
         _run(["ip", "-n", client, "addr", "add", f"{GATEWAY}/{PREFIXLEN}", "dev", IFACE])
+        _run(["ip", "-n", client, "addr", "add", f"{GATEWAY6}/{PREFIXLEN6}", "dev", IFACE, "nodad"])
         for node in SERVERS:
             _run(["ip", "-n", self.ns_name(node), "route", "add", "default", "via", GATEWAY])
+            _run(["ip", "-n", self.ns_name(node), "-6", "route", "add", "default", "via", GATEWAY6])
         if self.heartbeat_net:
             bridge = ["ip", "-n", lan, "link", "add", "name", HB_BRIDGE, "type", "bridge"]
             _run([*bridge, "stp_state", "0"])
@@ -217,12 +244,17 @@ class Lab:
             for node in SERVERS:
                 self._wait_carrier(node, HB_IFACE)
 
-    def _add_port(self, port: str, bridge: str, ns: str, iface: str, address: str) -> None:
+    def _add_port(
+        self, port: str, bridge: str, ns: str, iface: str, address: str, address6: str | None = None
+    ) -> None:
         lan = self.ns_name(LAN)
         veth = ["ip", "link", "add", "name", port, "netns", lan, "type", "veth"]
         _run([*veth, "peer", "name", iface, "netns", ns])
         _run(["ip", "-n", lan, "link", "set", port, "master", bridge, "up"])
         _run(["ip", "-n", ns, "addr", "add", f"{address}/{PREFIXLEN}", "dev", iface])
+        if address6 is not None:  # the LAN has IPv6 too, the heartbeat network not
+            cidr = f"{address6}/{PREFIXLEN6}"
+            _run(["ip", "-n", ns, "addr", "add", cidr, "dev", iface, "nodad"])
         _run(["ip", "-n", ns, "link", "set", iface, "up"])
 
     def _wait_carrier(self, node: str, iface: str = IFACE, *, up: bool = True) -> None:
@@ -377,6 +409,11 @@ class Lab:
         return ADDRESSES[node]
 
     @staticmethod
+    def address6(node: str) -> str:
+        """node's own IPv6 address on eth0."""
+        return ADDRESSES6[node]
+
+    @staticmethod
     def hb_address(node: str) -> str:
         """node's IPv4 address on the heartbeat network (eth1; Lab(heartbeat_net=True))."""
         return HB_ADDRESSES[node]
@@ -459,14 +496,20 @@ class Lab:
         _run(["ip", "-n", self.ns_name(node), "link", "set", IFACE, "down"])
 
     def link_up(self, node: str) -> None:
-        """Bring node's eth0 back up (and its default route, which going down removed)."""
+        """Bring node's eth0 back up (and its default routes, which going down removed)."""
         _run(["ip", "-n", self.ns_name(node), "link", "set", IFACE, "up"])
         if node in SERVERS:
-            _run(["ip", "-n", self.ns_name(node), "route", "replace", "default", "via", GATEWAY])
+            self._default_routes(node)
 
-    def default_route(self, node: str) -> str | None:
-        """The gateway of node's default route, or None."""
-        out = _run(["ip", "-n", self.ns_name(node), "-j", "route", "show", "default"]).stdout
+    def _default_routes(self, node: str) -> None:
+        ns = self.ns_name(node)
+        _run(["ip", "-n", ns, "route", "replace", "default", "via", GATEWAY])
+        _run(["ip", "-n", ns, "-6", "route", "replace", "default", "via", GATEWAY6])
+
+    def default_route(self, node: str, family: int = 4) -> str | None:
+        """The gateway of node's default route (IPv4, or IPv6 with family=6), or None."""
+        which = "-6" if family == 6 else "-4"
+        out = _run(["ip", "-n", self.ns_name(node), which, "-j", "route", "show", "default"]).stdout
         routes = json.loads(out or "[]")
         return str(routes[0]["gateway"]) if routes and "gateway" in routes[0] else None
 
@@ -495,9 +538,10 @@ class Lab:
 
     def restore_vip_link(self, node: str) -> None:
         """Recreate node's eth0 after remove_vip_link() (a new MAC), with its default route."""
-        self._add_port(self.port_name(node), BRIDGE, self.ns_name(node), IFACE, ADDRESSES[node])
+        ns = self.ns_name(node)
+        self._add_port(self.port_name(node), BRIDGE, ns, IFACE, ADDRESSES[node], ADDRESSES6[node])
         if node in SERVERS:
-            _run(["ip", "-n", self.ns_name(node), "route", "replace", "default", "via", GATEWAY])
+            self._default_routes(node)
         self._wait_carrier(node)
         self._macs[node] = self._read_mac(node)
 
@@ -509,8 +553,9 @@ class Lab:
         _run(["ip", "-n", self.ns_name(LAN), "link", "set", self.port_name(node), "up"])
 
     def add_address(self, node: str, cidr: str = VIP_CIDR) -> None:
-        """Add an address to node's eth0 (tests standing in for a daemon)."""
-        _run(["ip", "-n", self.ns_name(node), "addr", "add", cidr, "dev", IFACE])
+        """Add an address to node's eth0 (tests standing in for a daemon); IPv6 nodad."""
+        nodad = ["nodad"] if ":" in cidr else []
+        _run(["ip", "-n", self.ns_name(node), "addr", "add", cidr, "dev", IFACE, *nodad])
 
     def del_address(self, node: str, cidr: str = VIP_CIDR) -> None:
         """Remove an address from node's eth0."""
@@ -552,15 +597,16 @@ class Lab:
         self._set_chain(_LOSS_CHAIN, [])
 
     def cut_heartbeat(self) -> None:
-        """Drop IP (v4 and v6) between n1 and n2; ARP still passes, the client reaches both."""
+        """Drop IP (v4 and v6) between n1 and n2; ARP and ICMPv6 (so Neighbour Discovery)
+        still pass, as ARP is the IPv4 VIP's ND; the client reaches both."""
         p1, p2 = self.port_name("n1"), self.port_name("n2")
-        self._set_chain(
-            _HB_CHAIN,
-            [
-                f'iifname "{p1}" oifname "{p2}" ether type {{ ip, ip6 }} drop',
-                f'iifname "{p2}" oifname "{p1}" ether type {{ ip, ip6 }} drop',
-            ],
-        )
+        rules = []
+        for a, b in ((p1, p2), (p2, p1)):
+            rules += [
+                f'iifname "{a}" oifname "{b}" ether type ip drop',
+                f'iifname "{a}" oifname "{b}" ether type ip6 ip6 nexthdr != ipv6-icmp drop',
+            ]
+        self._set_chain(_HB_CHAIN, rules)
 
     def heal_heartbeat(self) -> None:
         """Undo cut_heartbeat()."""
@@ -712,6 +758,14 @@ def _nft_table_script() -> str:
             "",
         ]
     )
+
+
+def _ipv6_sysctls(ns: str) -> None:
+    """Before a namespace gets its interfaces: no DAD for the kernel's own link-local
+    addresses (usable at once, as `nodad` makes ours), IPv6 addresses kept on link down."""
+    for key in ("accept_dad=0", "keep_addr_on_down=1"):
+        for scope in ("all", "default"):
+            _run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{scope}.{key}"])
 
 
 def _start_time(pid: int) -> str | None:

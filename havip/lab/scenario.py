@@ -8,6 +8,7 @@ the client-observed outage and the number of rounds in which two MACs answered f
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
@@ -125,7 +126,11 @@ def _config_text(
     witnesses: Sequence[str] | None = None,
     control_dir: Path | None = None,
     timing: Mapping[str, str] | None = None,
+    sections: str = "",
+    vips: Sequence[str] = (VIP_CIDR,),
 ) -> str:
+    """One node's config file; `sections` (TOML tables) is appended at the end. `vips`: one
+    [[vip]] on eth0 per address (IPv4 or IPv6, with prefix)."""
     peer = "n2" if node == "n1" else "n1"
     addresses = HB_ADDRESSES if heartbeat_net else ADDRESSES
     known = config_keys()
@@ -156,16 +161,18 @@ def _config_text(
             f'profile = "{"fast" if fast else "default"}"',
             *(f'{key} = "{value}"' for key, value in (timing or {}).items()),
             "",
-            "[[vip]]",
-            f'address = "{VIP_CIDR}"',
-            f'interface = "{IFACE}"',
-            "",
+            *(
+                line
+                for cidr in vips
+                for line in ("[[vip]]", f'address = "{cidr}"', f'interface = "{IFACE}"', "")
+            ),
             "[backend]",
             'type = "linux"',
             "",
             "[metrics]",
             f'listen = "{METRICS}"',
             "",
+            sections,
         ]
     )
 
@@ -186,8 +193,19 @@ class Cluster:
         preempt: bool = True,
         witnesses: Sequence[str] | None = None,
         timing: Mapping[str, str] | None = None,
+        sections: Callable[[str], str] | None = None,
+        vips: Sequence[str] | None = None,
     ) -> None:
+        """`sections(node)`: extra TOML tables for that node's config (checks, hooks).
+        `vips`: the pair's VIPs (with prefix), all on eth0, moving together; default the one
+        IPv4 VIP. The client probes the first IPv6 one if there is one, else the first."""
         self.lab = lab
+        self.vips = tuple(vips) if vips else (VIP_CIDR,)
+        addresses = [ipaddress.ip_interface(cidr) for cidr in self.vips]
+        v6 = [a for a in addresses if a.version == 6]
+        self.client_vip = str((v6 or addresses)[0].ip)
+        # As `ip addr` prints them (compressed IPv6), so holds_vip can find them.
+        self._vip_texts = [a.with_prefixlen for a in addresses]
         self.dir = workdir
         self.fast = fast
         self.procs: dict[str, subprocess.Popen[Any]] = {}
@@ -211,6 +229,8 @@ class Cluster:
                 witnesses=witnesses,
                 control_dir=self.control_dir,
                 timing=timing,
+                sections=sections(node) if sections is not None else "",
+                vips=self.vips,
             )
             self.config(node).write_text(text)
 
@@ -294,10 +314,19 @@ class Cluster:
         last = self.current_events(node, "transition")
         return last[-1].get("to") if last else None
 
+    def held_vips(self, node: str) -> list[bool]:
+        """For each of the pair's VIPs (in `vips` order), whether it is on node's eth0."""
+        out = self.lab.exec(node, ["ip", "-o", "addr", "show", "dev", IFACE], check=False)
+        return [f" {cidr} " in out.stdout for cidr in self._vip_texts]
+
     def holds_vip(self, node: str) -> bool:
-        """Whether the VIP is on node's interface (whoever put it there)."""
-        out = self.lab.exec(node, ["ip", "-o", "-4", "addr", "show", "dev", IFACE], check=False)
-        return f" {VIP_CIDR} " in out.stdout
+        """Whether the VIP (every VIP of the pair) is on node's interface (whoever put it
+        there)."""
+        return all(self.held_vips(node))
+
+    def holds_any_vip(self, node: str) -> bool:
+        """Whether any of the pair's VIPs is on node's interface."""
+        return any(self.held_vips(node))
 
     def owns(self, node: str) -> bool:
         """node's current daemon says it is active and the VIP is on its interface."""
@@ -398,7 +427,7 @@ class Cluster:
         def settled() -> bool:
             if self.state(owner) != "active" or self.state(other) != "standby":
                 return False
-            return self.connected(other) and self.holds_vip(owner) and not self.holds_vip(other)
+            return self.connected(other) and self.holds_vip(owner) and not self.holds_any_vip(other)
 
         self.wait(f"{owner} is active and {other} a connected standby", settled, timeout)
 
@@ -419,6 +448,7 @@ class Cluster:
         out.unlink(missing_ok=True)
         proc = self.lab.start_client(
             out,
+            vip=self.client_vip,
             duration=duration * SCALE,
             interval=CLIENT_INTERVAL,
             arp_mode=ArpMode.PASSIVE,
@@ -549,7 +579,7 @@ def _analyse(
         for n in NODES
     ]
     res.two_owners_ms = max(double_answer_ms(window), overlap_s(*spans) * 1000.0)
-    mac = cluster.lab.neigh("client", VIP)
+    mac = cluster.lab.neigh("client", cluster.client_vip)
     res.owner = cluster.mac_owner(mac)
 
 
@@ -601,8 +631,9 @@ def power_off(cluster: Cluster) -> Result:
 def reboot_n1_after_power_off(cluster: Cluster) -> None:
     """Power returns: the frozen daemon is gone, the host boots without the VIP, havip starts."""
     cluster.kill("n1")
-    if cluster.holds_vip("n1"):
-        cluster.lab.del_address("n1", VIP_CIDR)
+    for cidr, held in zip(cluster.vips, cluster.held_vips("n1"), strict=True):
+        if held:
+            cluster.lab.del_address("n1", cidr)
     cluster.lab.link_up("n1")
     cluster.start("n1")
 
@@ -642,6 +673,31 @@ def sigterm_handover(cluster: Cluster) -> Result:
         res.mark(res.fault_at, "SIGTERM sent to n1")
         if code != 0:
             res.notes.append(f"n1 exited {code}, expected 0")
+        cluster.wait(
+            "the client gets answers from n2",
+            lambda: first_answer_from(load_samples(out), "n2", res.fault_at) is not None,
+        )
+        time.sleep(0.3)
+    samples = load_samples(out)
+    removed = cluster.events("n1", "vip_removed", res.fault_at)
+    res.mark(removed[0].ts if removed else None, "VIP removed on n1")
+    _owner_events(cluster, "n2", res, res.fault_at)
+    res.mark(first_answer_from(samples, "n2", res.fault_at), "first client answer from n2")
+    _analyse(cluster, res, samples, res.fault_at - 0.2)
+    return res
+
+
+def operator_handover(cluster: Cluster) -> Result:
+    """Planned: `havip handover` on the active n1 (preempt off) moves the VIP to n2."""
+    cluster.settle("n1")
+    with cluster.client("handover") as out:
+        _before_fault()
+        res = Result(name="havip handover n1 -> n2", fault_at=time.time())
+        argv = cluster.lab.python_argv("havip", "handover", "--config", str(cluster.config("n1")))
+        done = cluster.lab.exec("n1", argv, check=False, timeout=30)
+        res.mark(res.fault_at, "`havip handover` run on n1")
+        if done.returncode != 0:
+            res.notes.append(f"havip handover exited {done.returncode}: {done.stderr.strip()}")
         cluster.wait(
             "the client gets answers from n2",
             lambda: first_answer_from(load_samples(out), "n2", res.fault_at) is not None,
@@ -1224,12 +1280,22 @@ def running_cluster(
     witnesses: Sequence[str] | None = None,
     start: bool = True,
     timing: Mapping[str, str] | None = None,
+    sections: Callable[[str], str] | None = None,
+    vips: Sequence[str] | None = None,
 ) -> Iterator[Cluster]:
     """A fresh lab with both daemons (unless start=False) and the echo responders (a rogue
-    echo too when the lab has the rogue host); everything removed afterwards."""
+    echo too when the lab has the rogue host); everything removed afterwards. `vips`: see
+    Cluster (e.g. [VIP6_CIDR], or [VIP_CIDR, VIP6_CIDR] for both families)."""
     with Lab(heartbeat_net=heartbeat_net, rogue=rogue) as lab:
         cluster = Cluster(
-            lab, workdir, fast=fast, preempt=preempt, witnesses=witnesses, timing=timing
+            lab,
+            workdir,
+            fast=fast,
+            preempt=preempt,
+            witnesses=witnesses,
+            timing=timing,
+            sections=sections,
+            vips=vips,
         )
         try:
             cluster.start_echoes()

@@ -36,7 +36,15 @@ class Reconcile:
     """Put the interface back in the state the machine wants (queued like any action)."""
 
 
-Job = Acquire | Release | Announce | SendResign | Stop | Reconcile
+@dataclass(frozen=True, kw_only=True)
+class Then:
+    """Call `fn` (quick, non-blocking) once every job queued before it is done: notify hooks
+    run after the VIP was added and announced, or removed and handed over."""
+
+    fn: Callable[[], None]
+
+
+Job = Acquire | Release | Announce | SendResign | Stop | Reconcile | Then
 
 
 class Actuator:
@@ -96,6 +104,8 @@ class Actuator:
                 event("resign_sent", "handed the VIP over", epoch=job.epoch)
         elif isinstance(job, Stop):
             self._stop()  # after the Release and SendResign queued before it
+        elif isinstance(job, Then):
+            job.fn()
         else:
             await self._reconcile()
 

@@ -1,4 +1,5 @@
-"""The local control socket: `havip status` (and later operator commands) talk to the daemon here.
+"""The local control socket: `havip status`, `handover`, `maintenance` and `reload` talk to the
+daemon here.
 
 A Unix stream socket only the daemon's user can use: created under umask 0o077 and chmod
 0600, in a folder that is not group/other-writable. One JSON request line in
@@ -35,6 +36,8 @@ WRITE_TIMEOUT = 1.0  # seconds a client gets to take the reply
 MAX_CLIENTS = 8  # served at once; more are told "busy" and closed at once
 MAX_REPLY = 1 << 20  # what `query` will read
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
+HANDOVER_WAIT = 5.0  # handover, maintenance on: how long the daemon waits to see the VIP move
+RELOAD_WAIT = 30.0  # reload: the new config's checks (certificates, interfaces, programs)
 
 Reply = Mapping[str, object]
 Handler = Callable[[dict[str, object]], Reply | Awaitable[Reply]]
@@ -44,6 +47,11 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 class ControlError(Exception):
     """A one-line problem with the control socket, naming its path."""
+
+
+class CommandRefused(Exception):
+    """A handler's one-line answer that the command cannot be done now (not a failure of the
+    daemon): the client gets `{"ok": false, "refused": true, "error": <the line>}`."""
 
 
 # --- server --------------------------------------------------------------------------------
@@ -131,6 +139,8 @@ async def _serve_one(reader: asyncio.StreamReader, handlers: Mapping[str, Handle
         if inspect.isawaitable(result):
             result = await result
         return {"ok": True, **result}
+    except CommandRefused as exc:
+        return {"ok": False, "refused": True, "error": str(exc)}
     except Exception as exc:
         event("control_error", f"{type(exc).__name__}: {exc}", level=logging.ERROR, cmd=cmd)
         return _error(f"{cmd} failed: {type(exc).__name__}: {exc}")
@@ -217,8 +227,10 @@ def remove_control(path: Path) -> None:
 # --- client --------------------------------------------------------------------------------
 
 
-def query(path: Path, cmd: str, timeout: float = 2.0) -> dict[str, object]:
-    """Send `{"cmd": cmd}` to the daemon at `path` and return its reply (without "ok").
+def query(
+    path: Path, cmd: str, timeout: float = 2.0, args: Mapping[str, object] | None = None
+) -> dict[str, object]:
+    """Send `{"cmd": cmd, **args}` to the daemon at `path` and return its reply (without "ok").
 
     Raises ControlError with one line naming `path`: no daemon, not ours (file owner or
     peer uid other than root or us), no answer in time, a bad answer, or the daemon's own
@@ -255,7 +267,7 @@ def query(path: Path, cmd: str, timeout: float = 2.0) -> dict[str, object]:
                 f"{path}: answered by pid {pid} running as uid {uid}, not root or us; "
                 "refusing to trust it"
             )
-        sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+        sock.sendall(json.dumps({**(args or {}), "cmd": cmd}).encode() + b"\n")
         raw = _read_line(sock, path)
     except TimeoutError:
         raise ControlError(f"{path}: no answer within {timeout:g}s") from None
@@ -273,6 +285,8 @@ def query(path: Path, cmd: str, timeout: float = 2.0) -> dict[str, object]:
     if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
         raise ControlError(f'{path}: the answer is not a havip reply (no "ok")')
     if not reply.pop("ok"):
+        if reply.get("refused") is True:
+            raise CommandRefused(str(reply.get("error", "refused")))
         raise ControlError(f"{path}: the daemon says: {reply.get('error', 'unknown error')}")
     return reply
 

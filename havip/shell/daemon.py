@@ -4,25 +4,32 @@ One loop owns everything. Events from the peer link (`peerlink`), the LAN (`lanw
 claims, link state), the timer and the actuator are fed to the failover machine on the loop
 thread; its actions go to the actuator's queue (`actuator`), which runs them in order, so a
 Release always completes before the SendResign that follows it and no announcement follows a
-release. Eligibility (`havip.core.eligibility`) turns link states and witness checks into one
-yes/no for the machine.
+release. Eligibility (`havip.core.eligibility`) turns link states, witness checks, health checks
+(`checks`) and the maintenance switch (`maintenance`) into one yes/no for the machine. Hooks
+(`hooks`) run after the effects of each transition; the operator's commands (`control`) and
+reloads (SIGHUP) come in here too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import math
 import os
 import signal
+import ssl
+import sys
 import time
-from collections.abc import Awaitable, Mapping, Sequence
-from ipaddress import IPv4Address
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import fields
+from hashlib import sha256
+from ipaddress import IPv4Address, IPv6Address
 
 from havip import __version__
 from havip.backends.base import Backend, LinkState
-from havip.config import Config, Vip, witness_plan
+from havip.config import Config, ConfigError, TlsFiles, Vip, load_config, witness_plan
 from havip.core.eligibility import Eligibility
 from havip.core.events import (
     Acquire,
@@ -31,6 +38,9 @@ from havip.core.events import (
     Conflict,
     Event,
     FailoverTiming,
+    Fence,
+    Fenced,
+    Handover,
     Isolated,
     LocalHealth,
     Probe,
@@ -51,12 +61,23 @@ from havip.core.failover import (
     TransitionError,
 )
 from havip.core.states import Cause, Reason, State
-from havip.shell.actuator import Actuator, Reconcile
-from havip.shell.control import remove_control, start_control
+from havip.shell.actuator import Actuator, Reconcile, Then
+from havip.shell.checks import Checks
+from havip.shell.command import run_command
+from havip.shell.control import (
+    HANDOVER_WAIT,
+    RELOAD_WAIT,
+    CommandRefused,
+    Reply,
+    remove_control,
+    start_control,
+)
 from havip.shell.epochstore import EpochCorrupt, EpochStore
+from havip.shell.hooks import HookRunner
 from havip.shell.httpd import serve_metrics
 from havip.shell.lanwatch import LanWatch, ProbeOutcome
 from havip.shell.logs import event
+from havip.shell.maintenance import MaintenanceSwitch
 from havip.shell.metrics import ConflictKind, Metrics, ProbeResult
 from havip.shell.peerlink import PeerLink
 from havip.shell.transport import client_context, server_context
@@ -71,6 +92,9 @@ ANNOUNCE_INTERVAL = 0.5  # while we own the VIP and the peer link is down
 CONFLICT_GRACE = 0.15
 PROBE_SPACING_MAX = 0.1
 QUIET_LOG_EVERY = 10.0  # repeated vetoes, isolation and conflicts: one line, then a summary
+WAIT_STEP = 0.05  # how often an operator command looks whether its effect happened
+#: What a reload may change; anything else in the file needs a restart (the reload is refused).
+RELOADABLE = frozenset({"path", "tls", "checks", "hooks"})
 
 
 class _Summary:
@@ -127,6 +151,8 @@ class Daemon:
             ),
             epoch=epoch,
             now=self.loop.time(),
+            fence=cfg.hooks.fence is not None,
+            fence_required=cfg.hooks.fence_required,
         )
         self.metrics = Metrics(
             node=cfg.node,
@@ -137,9 +163,24 @@ class Daemon:
             causes=[c.value for c in Cause if c is not Cause.OK],
             version=__version__,
         )
+        self.maintenance = MaintenanceSwitch(cfg.state_dir, cfg.node)
+        on, since = self.maintenance.load()
+        self.maintenance_since: float | None = since if on else None
+        self.in_maintenance = on
+        self.metrics.set_maintenance(on)
+        self.checks = Checks(cfg.checks, metrics=self.metrics, on_change=self._on_checks)
+        self.hooks = HookRunner(
+            cfg.hooks,
+            metrics=self.metrics,
+            node=cfg.node,
+            peer=cfg.peer_name,
+            vips=[str(v) for v in cfg.vips],
+        )
         self.boot_id = os.urandom(16)
         # Built once: a bad certificate or key stops the daemon at start, not at the first peer.
-        self.tls = server_context(cfg.tls) if cfg.is_primary else client_context(cfg.tls)
+        self.tls = _context(cfg)
+        self._tls_digest = _digest(cfg.tls)
+        self._reloading = False
         self.link = PeerLink(
             cfg,
             self.tls,
@@ -176,7 +217,7 @@ class Daemon:
         self._isolation = _Summary()
         self._conflicts: dict[tuple[str, str], _Summary] = {}
         self.witness_warnings: list[str] = []
-        self.witnesses: Mapping[str, Sequence[IPv4Address]] = {}
+        self.witnesses: Mapping[str, Sequence[IPv4Address | IPv6Address]] = {}
         self._link_events = 0  # link changes seen so far (a check compares before and after)
 
     @property
@@ -205,12 +246,25 @@ class Daemon:
         self.metrics.set_epoch(self.failover.epoch)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._request_stop)
-        # No reload yet: SIGHUP's default action would kill the daemon and leave the VIP behind.
         self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        if cfg.control_socket is not None:
-            self.servers.append(
-                await start_control(cfg.control_socket, {"status": lambda _req: self.status()})
+        if self.in_maintenance:
+            event(
+                "maintenance",
+                "maintenance is on (set before this start): will not claim the VIP",
+                level=logging.WARNING,
+                on="true",
+                path=self.maintenance.path,
             )
+        if cfg.control_socket is not None:
+            handlers: dict[str, Callable[[dict[str, object]], Awaitable[Reply] | Reply]] = {
+                "status": lambda _req: self.status(),
+                "handover": self._cmd_handover,
+                "maintenance": self._cmd_maintenance,
+                "reload": lambda _req: self.reload("command"),
+            }
+            self.servers.append(await start_control(cfg.control_socket, handlers))
+        # Checks start first: their first results usually arrive before the first decision.
+        self._spawn(self.checks.run())
         if cfg.metrics_listen is not None:
             host, port = cfg.metrics_listen
             self._spawn(
@@ -234,6 +288,7 @@ class Daemon:
         if present:
             event("vip_found", "an earlier run left the VIP on our interface", level=logging.INFO)
         self._spawn(self.actuator.run())
+        self._spawn(self.hooks.run())
         self._spawn(self._reconcile_loop())
         self._spawn(self._check_loop())
         self.feed(Start(present=present, epoch_known=self.epoch_known))
@@ -243,6 +298,9 @@ class Daemon:
         await self.done.wait()
         if self._timer is not None:
             self._timer.cancel()
+        if self._stopping:
+            # notify_stopped (queued after the release and the RESIGN) gets its chance.
+            await self.hooks.drain(SHUTDOWN_LIMIT)
         for server in self.servers:
             server.close()
         if cfg.control_socket is not None:
@@ -282,6 +340,8 @@ class Daemon:
         )
         for name in interfaces:
             self.eligibility.link(name, self.lan.link(name), now)
+        self.eligibility.checks(self.checks.passing() is not False)
+        self.eligibility.maintenance(self.in_maintenance)
         event(
             "lan_watch",
             interfaces=",".join(interfaces),
@@ -313,9 +373,11 @@ class Daemon:
         self.feed(Shutdown())
 
     def _on_sighup(self) -> None:
-        event(
-            "sighup_ignored", "reload is not supported yet; nothing changed", level=logging.WARNING
-        )
+        self._spawn(self._reload_quietly("sighup"))
+
+    async def _reload_quietly(self, source: str) -> None:
+        with contextlib.suppress(CommandRefused):  # already logged and counted
+            await self.reload(source)
 
     def _on_metrics_bind_error(self, exc: OSError) -> None:
         self.metrics.metrics_bind_error()
@@ -349,6 +411,8 @@ class Daemon:
                 self._on_conflict(action)
             elif isinstance(action, Probe):
                 self._spawn(self._probe(action))
+            elif isinstance(action, Fence):
+                self._spawn(self._fence(action))
             elif isinstance(action, Acquire | Release | Announce | SendResign | Stop):
                 self.actuator.put(action)
         fo = self.failover
@@ -367,6 +431,19 @@ class Daemon:
             event("epoch_save_failed", str(exc), level=logging.ERROR, path=self.epochs.path)
 
     def _log_transition(self, tr: Transition) -> None:
+        # Hooks run once the effects queued before this transition are done (the VIP added and
+        # announced, or removed and handed over), on their own queue: they never delay one.
+        self.actuator.put(
+            Then(
+                fn=lambda: self.hooks.notify(
+                    state=tr.to,
+                    old_state=tr.frm,
+                    reason=tr.reason,
+                    sentence=tr.sentence,
+                    epoch=tr.epoch,
+                )
+            )
+        )
         self.since_wall = time.time()
         self._vetoes.reset()
         self._isolation.reset()
@@ -465,12 +542,195 @@ class Daemon:
         self.metrics.set_eligible(eligible, cause)
         event(
             "eligibility",
-            "this node may hold the VIP" if eligible else "this node must not hold the VIP",
+            self._eligibility_sentence(eligible, cause),
             level=logging.INFO if eligible else logging.WARNING,
             eligible=str(eligible).lower(),
             cause=cause,
         )
         self.feed(LocalHealth(eligible=eligible, cause=cause))
+
+    def _on_checks(self) -> None:
+        if self.eligibility is None:
+            return  # read when eligibility is built
+        self.eligibility.checks(self.checks.passing() is not False)
+        self._update_eligibility()
+
+    async def _fence(self, fence: Fence) -> None:
+        event(
+            "fence",
+            "the peer is gone: fencing it before taking the VIP",
+            level=logging.WARNING,
+            reason=fence.reason,
+            epoch=fence.epoch,
+            required=str(self.failover.fence_required).lower(),
+        )
+        ok = await self.hooks.fence(reason=fence.reason, epoch=fence.epoch)
+        if ok is False and self.failover.fence_required:
+            event(
+                "fence_failed",
+                "the fence hook failed: not taking the VIP (fence_required)",
+                level=logging.ERROR,
+            )
+        self.feed(Fenced(fence_id=fence.fence_id, ok=ok is not False))
+
+    # ---- operator commands ---------------------------------------------------------------------
+
+    async def _wait_until(self, done: Callable[[], bool], limit: float) -> bool:
+        for _ in range(max(1, math.ceil(limit / WAIT_STEP))):
+            if done():
+                return True
+            await asyncio.sleep(WAIT_STEP)
+        return done()
+
+    def _peer_holds(self) -> bool:
+        peer = self.failover.peer
+        return peer is not None and peer.owns
+
+    async def _cmd_handover(self, _req: Mapping[str, object]) -> Reply:
+        fo = self.failover
+        refusal = fo.handover_refusal()
+        if refusal is not None:
+            self.metrics.operator_command("handover", "refused")
+            event("handover_refused", refusal, level=logging.WARNING, state=fo.state)
+            raise CommandRefused(refusal)
+        peer = self.cfg.peer_name
+        event("handover", "the operator asked to hand the VIP over", peer=peer, epoch=fo.epoch)
+        self.metrics.operator_command("handover", "ok")
+        self.feed(Handover())
+        took = await self._wait_until(self._peer_holds, HANDOVER_WAIT)
+        epoch = fo.peer.epoch if fo.peer is not None else None
+        message = (
+            f"handed the VIP to {peer}, which holds it now (epoch {epoch})"
+            if took
+            else f"released the VIP for {peer}, which has not said it holds it yet"
+        )
+        return {"message": message, "peer_owns": took}
+
+    async def _cmd_maintenance(self, req: Mapping[str, object]) -> Reply:
+        on = req.get("on")
+        if not isinstance(on, bool):
+            raise CommandRefused('maintenance needs "on": true or false')
+        command = "maintenance_on" if on else "maintenance_off"
+        try:
+            since = await asyncio.to_thread(self.maintenance.set, on)
+        except OSError as exc:
+            self.metrics.operator_command(command, "failed")
+            text = f"cannot save {self.maintenance.path}: {exc.strerror or exc}; nothing changed"
+            event("maintenance_failed", text, level=logging.ERROR)
+            raise CommandRefused(text) from None
+        self.metrics.operator_command(command, "ok")
+        changed = on != self.in_maintenance
+        was_owner = self.failover.owns
+        self.in_maintenance, self.maintenance_since = on, since
+        self.metrics.set_maintenance(on)
+        if changed:
+            event(
+                "maintenance",
+                "will not claim the VIP until turned off" if on else "may hold the VIP again",
+                level=logging.WARNING if on else logging.INFO,
+                on=str(on).lower(),
+                path=self.maintenance.path,
+            )
+        if self.eligibility is not None:
+            self.eligibility.maintenance(on)
+            self._update_eligibility()
+        if not on:
+            return {"message": "maintenance off: this node may hold the VIP again"}
+        message = "maintenance on: this node will not claim the VIP (kept across restarts)"
+        fo = self.failover
+
+        def settled() -> bool:
+            peer = fo.peer
+            stuck = fo.owns and (peer is None or not peer.eligible)  # nobody to hand it to
+            return stuck or (not fo.owns and self._peer_holds())
+
+        if was_owner:
+            await self._wait_until(settled, HANDOVER_WAIT)
+        if fo.owns:
+            message += f"; it still holds the VIP: {self._waiting()}"
+        elif was_owner and self._peer_holds():
+            message += f"; {self.cfg.peer_name} holds the VIP"
+        return {"message": message}
+
+    async def reload(self, source: str) -> Reply:
+        """Re-read the config file and the certificates; refuse (CommandRefused, one log line)
+        and keep everything as it was when the new config is invalid or needs a restart."""
+        if self._reloading:
+            raise CommandRefused("a reload is already running")
+        self._reloading = True
+        try:
+            return await self._reload(source)
+        except CommandRefused as exc:
+            self.metrics.config_reloaded(False)
+            self.metrics.operator_command("reload", "refused")
+            event(
+                "reload_refused",
+                f"{exc}; the running config stays",
+                level=logging.ERROR,
+                source=source,
+            )
+            raise
+        finally:
+            self._reloading = False
+
+    async def _reload(self, source: str) -> Reply:
+        path = self.cfg.path
+        # The same checks as check-config, in a child process: they load `cryptography`,
+        # which the daemon itself never does.
+        check = await run_command(
+            [sys.executable, "-m", "havip", "check-config", "--config", str(path)],
+            timeout=RELOAD_WAIT,
+        )
+        if not check.ok:
+            lines = [
+                line.removeprefix("havip: ")
+                for line in check.output.splitlines()
+                if line.strip() and not line.startswith("havip: warning:")
+            ]
+            first = lines[0] if lines else check.describe()
+            more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
+            raise CommandRefused(first + more)
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:  # changed again since the check
+            raise CommandRefused(exc.errors[0]) from None
+        fixed = [
+            f.name
+            for f in fields(new)
+            if f.name not in RELOADABLE and getattr(new, f.name) != getattr(self.cfg, f.name)
+        ]
+        if fixed:
+            raise CommandRefused(f"{path}: {', '.join(fixed)} changed: restart havip to apply")
+        digest = await asyncio.to_thread(_digest, new.tls)
+        rotated = digest != self._tls_digest
+        ctx = self.tls
+        if rotated:
+            try:
+                ctx = await asyncio.to_thread(_context, new)
+            except (OSError, ssl.SSLError) as exc:
+                raise CommandRefused(f"{path}: tls: {exc}") from None
+        old = self.cfg
+        self.cfg = new
+        self.link.cfg = new
+        if rotated:
+            self.tls, self._tls_digest = ctx, digest
+            self.link.set_tls(ctx, relink=True)
+        if new.checks != old.checks:
+            self.checks.replace(new.checks)
+        if new.hooks != old.hooks:
+            self.hooks.replace(new.hooks)
+            self.failover.fence = new.hooks.fence is not None
+            self.failover.fence_required = new.hooks.fence_required
+        self.metrics.config_reloaded(True)
+        self.metrics.operator_command("reload", "ok")
+        changes = [
+            *(["certificates"] if rotated else []),
+            *(["checks"] if new.checks != old.checks else []),
+            *(["hooks"] if new.hooks != old.hooks else []),
+        ]
+        what = ", ".join(changes) or "nothing changed"
+        event("reloaded", what, source=source, tls="rotated" if rotated else "unchanged")
+        return {"message": f"reloaded {path}: {what}"}
 
     async def _probe(self, probe: Probe) -> None:
         assert self.lan is not None
@@ -637,6 +897,11 @@ class Daemon:
             "owns_vip": fo.owns,
             "eligible": eligible,
             "ineligible_cause": None if eligible else cause.value,
+            "maintenance": self.in_maintenance,
+            "maintenance_since": self.maintenance_since,
+            "checks": self.checks.status(),
+            "fencing": fo.fencing,
+            "fence_failed": fo.fence_failed,
             "isolated": fo.isolated,
             "suspect": fo.suspect,
             "waiting": self._waiting(),
@@ -658,6 +923,7 @@ class Daemon:
             "peer_owns_vip": peer.owns if peer else None,
             "peer_epoch": peer.epoch if peer else None,
             "peer_eligible": peer.eligible if peer else None,
+            "peer_ineligible_cause": peer.cause.value if peer and peer.cause else None,
             "peer_mac": fo.peer_mac,
             "rtt_seconds": self.link.last_rtt,
             "backend": self.backend.name,
@@ -672,15 +938,53 @@ class Daemon:
             if fo.suspect:
                 return "holds the VIP but hears no witness: not announcing until it hears the LAN"
             if not eligible:
-                return f"holds the VIP although not eligible ({cause}): no eligible peer to take it"
+                return (
+                    f"holds the VIP although not eligible ({self._cause_text(cause)}): "
+                    "no eligible peer to take it"
+                )
             return None
         if not eligible:
-            return f"not eligible ({cause}): will not take the VIP"
+            return f"not eligible ({self._cause_text(cause)}): will not take the VIP"
+        if fo.fencing:
+            return "fencing the peer before taking the VIP"
+        if fo.fence_failed and fo.fence_required:
+            return "the fence hook failed: not taking the VIP until a fence succeeds"
         if fo.state is State.PROBING and fo.vetoed_by is not None:
             return f"{fo.vetoed_by} still answers for the VIP: waiting for it to stop"
         if fo.state is State.PROBING and fo.isolated:
             return "probes hear no witness: cannot tell silence from being cut off"
         return None
+
+    def _eligibility_sentence(self, eligible: bool, cause: Cause) -> str:
+        if eligible:
+            return "this node may hold the VIP"
+        if cause is Cause.CHECK_FAILED:
+            pending = [c["name"] for c in self.checks.status() if c["state"] == "unknown"]
+            if pending and len(pending) == len(self.checks.failing()):
+                return f"waiting for the first result of {', '.join(map(str, pending))}"
+            return f"health checks fail: {', '.join(self.checks.failing())}"
+        return "this node must not hold the VIP"
+
+    def _cause_text(self, cause: Cause) -> str:
+        if cause is Cause.CHECK_FAILED:
+            return f"{cause}: {', '.join(self.checks.failing())}"
+        return str(cause)
+
+
+def _context(cfg: Config) -> ssl.SSLContext:
+    return server_context(cfg.tls) if cfg.is_primary else client_context(cfg.tls)
+
+
+def _digest(tls: TlsFiles) -> bytes:
+    """What the certificate files hold now (a reload rotates only when this changed)."""
+    h = sha256()
+    for file in (tls.ca, tls.cert, tls.key):
+        h.update(str(file).encode() + b"\0")
+        try:
+            h.update(file.read_bytes())
+        except OSError as exc:
+            h.update(f"unreadable: {exc}".encode())
+    return h.digest()
 
 
 def _link_text(state: LinkState) -> str:

@@ -31,10 +31,6 @@ class EpochStore:
         self.path = state_dir / f"{node}.epoch"
         self._saved: int | None = None
 
-    @property
-    def _temp_prefix(self) -> str:
-        return f".{self.path.name}."
-
     def load(self) -> int:
         """The last saved epoch; 0 when the file does not exist.
 
@@ -74,41 +70,56 @@ class EpochStore:
         _check_range(epoch)
         if epoch == self._saved:
             return
-        folder = self.path.parent
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._remove_stale_temps()
-        data = json.dumps({"epoch": epoch}).encode() + b"\n"
-        # mkstemp: mode 0600, O_EXCL and a random name, so nothing can be pre-planted there.
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=self._temp_prefix, suffix=".tmp")
-        try:
-            try:
-                view = memoryview(data)
-                while view:  # bounded: each write takes at least one byte or raises
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            # rename replaces a symlink at the target rather than writing through it.
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        _fsync_dir(folder)
+        write_atomic(self.path, json.dumps({"epoch": epoch}).encode() + b"\n")
         self._saved = epoch
 
-    def _remove_stale_temps(self) -> None:
-        """Temp files from an earlier run that died between write and rename."""
-        folder = self.path.parent
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically and durably (mode 0600); OSError on failure.
+
+    A temp file with an unpredictable name (mkstemp: O_EXCL, never follows a symlink), fsync,
+    rename over the target (which replaces a symlink rather than writing through it), fsync
+    the folder. Temp files left by a crash between write and rename are removed first."""
+    folder = path.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prefix = f".{path.name}."
+    _remove_stale_temps(folder, prefix)
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
+    try:
         try:
-            names = os.listdir(folder)
-        except OSError:
-            return  # the write that follows reports the real problem
-        for name in names:
-            if name.startswith(self._temp_prefix) and name.endswith(".tmp"):
-                # unlink never follows a symlink; a folder of that name is left alone.
-                with contextlib.suppress(OSError):
-                    os.unlink(folder / name)
+            view = memoryview(data)
+            while view:  # bounded: each write takes at least one byte or raises
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(folder)
+
+
+def remove_durably(path: Path) -> None:
+    """Remove `path` (never following a symlink) and make that durable; absent is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    _fsync_dir(path.parent)
+
+
+def _remove_stale_temps(folder: Path, prefix: str) -> None:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return  # the write that follows reports the real problem
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            # unlink never follows a symlink; a folder of that name is left alone.
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)
 
 
 def _check_range(epoch: int) -> None:

@@ -1,10 +1,12 @@
 """Listening to the LAN from the event loop: claims on our VIPs, witnesses, link state.
 
 One `LanSocket` per VIP interface stays open for the daemon's whole life, with a kernel filter
-so that the loop wakes only for ARP about our VIPs and witnesses; one `LinkMonitor` reports
+so that the loop wakes only for ARP (IPv4) or Neighbour Discovery (IPv6) about our VIPs and
+witnesses; one `LinkMonitor` reports
 link changes as the kernel announces them. On top of that:
 
-- `probe()` is the RFC 5227 check before a takeover: probes for every VIP, timed from the first
+- `probe()` is the RFC 5227 check before a takeover (for an IPv6 VIP its RFC 4862 twin, a
+  DAD-style neighbour solicitation): probes for every VIP, timed from the first
   frame actually sent (a stalled loop must not eat the listening time), plus a request to each
   witness in the same round, so that silence counts only when we demonstrably hear the LAN.
 - `check()` is the periodic check: witness requests, and for an owner one probe per VIP, which
@@ -21,7 +23,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Any
 
 from havip.backends.base import (
@@ -30,6 +31,7 @@ from havip.backends.base import (
     BackendOp,
     Heard,
     HeardKind,
+    IPAddress,
     LanSocket,
     LinkMonitor,
     LinkState,
@@ -81,7 +83,7 @@ class LanWatch:
         self,
         backend: Backend,
         vips: Sequence[Vip],
-        witnesses: Mapping[str, Sequence[IPv4Address]],
+        witnesses: Mapping[str, Sequence[IPAddress]],
         *,
         on_claim: Callable[[Vip, str], None],
         on_link: Callable[[str, LinkState], None],
@@ -106,13 +108,13 @@ class LanWatch:
         self._monitor: LinkMonitor | None = None
         self._links: dict[str, LinkState] = {}
         self._rounds: set[_Round] = set()
-        self._claimed: dict[tuple[IPv4Address, str], float] = {}
+        self._claimed: dict[tuple[IPAddress, str], float] = {}
         self._errors: dict[str, str] = {}  # last error logged per place, so each logs once
         self._open_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self.wakeups = 0  # LAN socket wake-ups: ARP frames the kernel filter let through
+        self.wakeups = 0  # LAN socket wake-ups: ARP or ND frames the kernel filter let through
         self.link_wakeups = 0  # link monitor wake-ups
 
     # --- public ----------------------------------------------------------------------------

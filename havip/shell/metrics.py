@@ -57,6 +57,11 @@ class ConflictKind(StrEnum):
 
 
 VERDICTS = ("keep", "yield")  # havip.core.failover.Verdict values
+RUN_OUTCOMES = ("ok", "failed", "timeout", "error")  # havip.shell.command.CommandResult.outcome
+HOOKS = ("notify", "notify_active", "notify_standby", "notify_fault", "notify_stopped", "fence")
+OPERATOR_COMMANDS = ("handover", "maintenance_on", "maintenance_off", "reload")
+OPERATOR_RESULTS = ("ok", "refused", "failed")
+RELOAD_RESULTS = ("ok", "refused")
 
 
 class _OneHot:
@@ -276,6 +281,91 @@ class Metrics:
             registry=reg,
         )
 
+        # Health checks: label sets follow the config (`set_checks`).
+        self._checks: list[str] = []
+        self._check_passing = Gauge(
+            "havip_check_passing",
+            "1 while the health check passes (after rise/fall hysteresis), else 0.",
+            ["check"],
+            registry=reg,
+        )
+        self._check_last_ok = Gauge(
+            "havip_check_last_ok",
+            "1 if the health check's last run succeeded, else 0 (raw, before hysteresis).",
+            ["check"],
+            registry=reg,
+        )
+        self._check_duration = Gauge(
+            "havip_check_duration_seconds",
+            "How long the health check's last run took.",
+            ["check"],
+            registry=reg,
+        )
+        self._check_failures = Gauge(
+            "havip_check_consecutive_failures",
+            "Failed runs of the health check in a row (0 after a success).",
+            ["check"],
+            registry=reg,
+        )
+        self._check_runs = Counter(
+            "havip_check_runs",
+            "Runs of each health check, by outcome (ok, failed, timeout, error).",
+            ["check", "outcome"],
+            registry=reg,
+        )
+
+        # Hooks.
+        self._hook_runs = Counter(
+            "havip_hook_runs",
+            "Notify and fence hook runs, by hook and outcome (ok, failed, timeout, error).",
+            ["hook", "outcome"],
+            registry=reg,
+        )
+        for hook in HOOKS:
+            for outcome in RUN_OUTCOMES:
+                self._hook_runs.labels(hook, outcome)
+        self._hook_duration = Gauge(
+            "havip_hook_duration_seconds",
+            "How long the hook's last run took.",
+            ["hook"],
+            registry=reg,
+        )
+        for hook in HOOKS:
+            self._hook_duration.labels(hook).set(0)
+        self._hooks_dropped = Counter(
+            "havip_hooks_dropped",
+            "Notify hooks dropped unrun because too many were waiting.",
+            registry=reg,
+        )
+
+        # Operations.
+        self._maintenance = Gauge(
+            "havip_maintenance",
+            "1 while this node is in maintenance (never claims the VIP), else 0.",
+            registry=reg,
+        )
+        self._operator_commands = Counter(
+            "havip_operator_commands",
+            "Operator commands received on the control socket, by command and result.",
+            ["command", "result"],
+            registry=reg,
+        )
+        for command in OPERATOR_COMMANDS:
+            for result in OPERATOR_RESULTS:
+                self._operator_commands.labels(command, result)
+        self._reloads = Counter(
+            "havip_config_reloads",
+            "Configuration reloads, by result (ok; refused: the new config was invalid).",
+            ["result"],
+            registry=reg,
+        )
+        _precreate(self._reloads, RELOAD_RESULTS)
+        self._last_reload_ok = Gauge(
+            "havip_config_last_reload_success_timestamp_seconds",
+            "Wall-clock time (Unix seconds) of the last successful reload; 0 if none.",
+            registry=reg,
+        )
+
     # -- gauges -----------------------------------------------------------------------------
 
     def set_state(self, state: str) -> None:
@@ -359,6 +449,73 @@ class Metrics:
         """Count `n` gratuitous ARP packets; n <= 0 counts nothing (a counter only rises)."""
         if n > 0:
             self._garp_sent.inc(n)
+
+    # -- health checks and hooks ------------------------------------------------------------
+
+    def set_checks(self, names: Sequence[str]) -> None:
+        """The configured checks are now `names`: new ones start at 0, removed ones go away."""
+        wanted = [str(n) for n in dict.fromkeys(names)]
+        for name in self._checks:
+            if name not in wanted:
+                for gauge in self._check_gauges():
+                    gauge.remove(name)
+                for outcome in RUN_OUTCOMES:
+                    self._check_runs.remove(name, outcome)
+        for name in wanted:
+            if name not in self._checks:
+                for gauge in self._check_gauges():
+                    gauge.labels(name).set(0)
+                for outcome in RUN_OUTCOMES:
+                    self._check_runs.labels(name, outcome)
+        self._checks = wanted
+
+    def _check_gauges(self) -> tuple[Gauge, ...]:
+        return (
+            self._check_passing,
+            self._check_last_ok,
+            self._check_duration,
+            self._check_failures,
+        )
+
+    def check_run(
+        self,
+        check: str,
+        *,
+        outcome: str,
+        duration: float,
+        passing: bool,
+        consecutive_failures: int,
+    ) -> None:
+        """One run of `check` ended with `outcome` ("ok" is a success); its state after it."""
+        check = str(check)
+        self._check_runs.labels(check, str(outcome)).inc()
+        self._check_last_ok.labels(check).set(1 if outcome == "ok" else 0)
+        self._check_duration.labels(check).set(duration)
+        self._check_passing.labels(check).set(1 if passing else 0)
+        self._check_failures.labels(check).set(consecutive_failures)
+
+    def hook_run(self, hook: str, outcome: str, duration: float) -> None:
+        """One run of a notify or fence hook ended with `outcome`."""
+        self._hook_runs.labels(str(hook), str(outcome)).inc()
+        self._hook_duration.labels(str(hook)).set(duration)
+
+    def hook_dropped(self) -> None:
+        self._hooks_dropped.inc()
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def set_maintenance(self, on: bool) -> None:
+        self._maintenance.set(1 if on else 0)
+
+    def operator_command(self, command: str, result: str) -> None:
+        """Count one operator command (handover, maintenance_on...) and its result."""
+        self._operator_commands.labels(str(command), str(result)).inc()
+
+    def config_reloaded(self, ok: bool, *, now: float | None = None) -> None:
+        """Count a reload; a successful one is stamped (`now`, default time.time())."""
+        self._reloads.labels("ok" if ok else "refused").inc()
+        if ok:
+            self._last_reload_ok.set(time.time() if now is None else now)
 
     # -- exposition -------------------------------------------------------------------------
 

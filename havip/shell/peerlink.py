@@ -39,7 +39,7 @@ from havip.core.states import LinkDown
 from havip.core.wire import Message, ProtocolError
 from havip.shell.logs import event
 from havip.shell.metrics import Metrics
-from havip.shell.transport import Connection, PeerRejected, RejectReason, dial, listen
+from havip.shell.transport import Connection, Listener, PeerRejected, RejectReason, dial, listen
 
 QUIET_LOG_EVERY = 10.0  # seconds between summary lines of a repeated refusal
 REFUSED_BACKOFF_MAX = 4.0  # seconds: the standby's longest wait after the peer refused it
@@ -147,6 +147,7 @@ class PeerLink:
         self._unreachable = _Quiet(self.loop, "peer_unreachable")  # the standby cannot connect
         self.last_rtt: float | None = None
         self._peer_status_seen: PeerStatus | None = None
+        self._listener: Listener | None = None
         self.stopping = False
 
     # ---- for the daemon ------------------------------------------------------------------------
@@ -172,6 +173,7 @@ class PeerLink:
                 # The standby connects from the address we dial it at: it gets its own slots.
                 peer_host=cfg.peer_address[0],
             )
+            self._listener = server
             return [server]
         self._spawn(self._dial_loop())
         return []
@@ -198,6 +200,37 @@ class PeerLink:
             self._drop(link, LinkDown.DEADLINE_MISSED, "no keepalive within the dead time")
         elif link.up and now >= link.session.next_send:
             self._send_keepalive(link, now)
+
+    def set_tls(self, ctx: ssl.SSLContext, *, relink: bool) -> None:
+        """Use `ctx` from the next connection on (reload, certificate rotation). With `relink`,
+        the standby dials a new connection now; it replaces the live one only once its HELLO is
+        accepted, so the link moves to the new certificates without ever going down."""
+        self.tls = ctx
+        if self._listener is not None:
+            self._listener.ctx = ctx
+        if relink and not self.cfg.is_primary and self.up and not self.stopping:
+            self._spawn(self._relink())
+
+    async def _relink(self) -> None:
+        cfg = self.cfg
+        host, port = cfg.peer_address
+        try:
+            conn = await dial(host, port, self.tls, cfg.peer_name, cfg.timing.handshake_timeout)
+        except (PeerRejected, OSError) as exc:
+            if isinstance(exc, PeerRejected):
+                self.metrics.peer_rejected(exc.reason)
+            event(
+                "relink_failed",
+                f"{exc}; the live link carries on",
+                level=logging.WARNING,
+                peer=cfg.peer_name,
+            )
+            return
+        if self.stopping:
+            conn.close()
+            return
+        event("relink", "new connection with the reloaded certificates", peer=cfg.peer_name)
+        self._start_link(conn, speak_first=False)
 
     async def send_resign(self, epoch: int) -> bool:
         """Tell the peer we removed the VIP; False when there is no live link to tell."""
@@ -290,6 +323,11 @@ class PeerLink:
             raise
         link = self._start_link(conn, speak_first=False)
         await conn.done
+        while not self.stopping and self.current is not None and self.current is not link:
+            # Replaced by a relink (reload) whose HELLO was accepted: follow the new link, so
+            # this loop does not dial a third connection that would replace it in turn.
+            link = self.current
+            await link.conn.done
         if self.stopping:
             return
         stayed = link.up_at is not None and self.loop.time() - link.up_at >= STABLE_LINK

@@ -311,7 +311,7 @@ class Listener(asyncio.AbstractServer):
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._socks = socks
-        self._ctx = ctx
+        self.ctx = ctx  # replaced on reload: the next handshake uses the new certificates
         self._peer_name = peer_name
         self._peer_host = peer_host
         self._timeout = timeout
@@ -442,7 +442,7 @@ class Listener(asyncio.AbstractServer):
 
     async def _handshake(self, p: _Pending) -> None:
         try:
-            conn = await accept(p.sock, self._ctx, self._peer_name, self._timeout, addr=p.addr)
+            conn = await accept(p.sock, self.ctx, self._peer_name, self._timeout, addr=p.addr)
         except PeerRejected as exc:
             if self._slots.remove(p):
                 self._on_reject(exc)
