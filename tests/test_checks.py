@@ -18,6 +18,7 @@ import pytest
 
 from havip.config import Check
 from havip.core.health import Health
+from havip.lab.netns import process_running
 from havip.shell import checks as checks_module
 from havip.shell.checks import Checks, RunResult, describe, next_due
 from havip.shell.metrics import Metrics
@@ -348,10 +349,11 @@ def test_replace_keeps_unchanged_checks_and_kills_removed_ones(tmp_path: Path) -
             assert after["state"] == Health.FALLING  # kept its state, not back to unknown
             assert after["consecutive_failures"] == before["consecutive_failures"]
             assert [s["name"] for s in c.status()] == ["keep", "fresh"]
-            assert c.failing() == ["fresh"]  # unknown until its first run
+            assert c.failing() == []  # added by a reload: passes until its first run
             # The removed check's command is killed.
-            await until(lambda: not _alive(pid), "the removed check's command to die")
+            await until(lambda: not process_running(pid), "the removed check's command to die")
             await until(lambda: c.status()[1]["last_outcome"] == "failed", "fresh to run")
+            assert c.failing() == ["fresh"]  # its first result decides
             # Its series are gone; the new one has its own.
             assert sample(m, "havip_check_passing", check="hang") is None
             assert sample(m, "havip_check_runs_total", check="hang", outcome="ok") is None
@@ -378,11 +380,11 @@ def test_cancelling_run_kills_running_commands(tmp_path: Path) -> None:
     pid = asyncio.run(main())
     try:
         deadline = time.monotonic() + WAIT
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_running(pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not _alive(pid)
+        assert not process_running(pid)
     finally:
-        if _alive(pid):
+        if process_running(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -405,9 +407,14 @@ def test_a_failing_on_change_does_not_stop_the_checks(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+def test_a_check_added_by_replace_passes_until_its_first_result() -> None:
+    """Reload must not move the VIP because a new check has not run yet; at start-up, though,
+    a check with no result does not pass (a node waits for its checks)."""
+    metrics = make_metrics()
+    slow = Check(name="slow", command=("/bin/sleep", "5"), interval=10.0, timeout=9.0)
+    fresh = Checks([slow], metrics=metrics, on_change=lambda: None)
+    assert fresh.passing() is False and fresh.failing() == ["slow"]
+    reloaded = Checks([], metrics=metrics, on_change=lambda: None)
+    reloaded.replace([slow])
+    assert reloaded.passing() is True and reloaded.failing() == []
+    assert reloaded.status()[0]["state"] == "unknown" and reloaded.status()[0]["passing"] is True

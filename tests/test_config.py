@@ -239,7 +239,7 @@ def test_example_file_documents_every_key() -> None:
     for section, keys in config._KEYS.items():
         for key in keys:
             is_table = not section and key in config._KEYS
-            pattern = rf"^\[\[?{key}\]" if is_table else rf"^#?{key} = "
+            pattern = rf"^#?\[\[?{key}\]" if is_table else rf"^#?{key} = "
             assert re.search(pattern, text, re.M), f"{section}.{key} is not in the example"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,6 +77,7 @@ def _cluster(
     heartbeat_net: bool = False,
     rogue: bool = False,
     start: bool = True,
+    vips: Sequence[str] | None = None,
 ) -> Iterator[Cluster]:
     """running_cluster, then proof that it left no namespace and no process behind."""
     with running_cluster(
@@ -86,6 +87,7 @@ def _cluster(
         heartbeat_net=heartbeat_net,
         rogue=rogue,
         start=start,
+        vips=vips,
     ) as cluster:
         names = [cluster.lab.ns_name(n) for n in cluster.lab.nodes] + [cluster.lab.ns_name("lan")]
         yield cluster

@@ -8,24 +8,20 @@ same round); outage numbers are printed, never asserted.
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from test_e2e import _became_active, _cluster, _show
 
 from havip.lab.client import Sample, first_answer_from, load_samples
-from havip.lab.netns import VIP6, VIP6_CIDR, VIP_CIDR, process_running
+from havip.lab.netns import VIP6, VIP6_CIDR, VIP_CIDR
 from havip.lab.scenario import (
-    SCALE,
     Cluster,
-    LogEvent,
     Result,
     operator_handover,
     power_off,
-    running_cluster,
     sigkill,
 )
 
@@ -34,37 +30,12 @@ pytestmark = pytest.mark.netns
 BOTH = (VIP_CIDR, VIP6_CIDR)
 
 
-def _netns_pids(ns: str) -> set[int]:
-    out = subprocess.run(
-        ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False, timeout=10
-    ).stdout
-    return {int(p) for p in out.split() if p.isdigit()}
-
-
 @contextmanager
-def _cluster(tmp_path: Path, vips: Sequence[str], *, preempt: bool = True) -> Iterator[Cluster]:
-    """running_cluster with these VIPs, then proof that it left nothing behind."""
-    with running_cluster(tmp_path, vips=vips, preempt=preempt) as cluster:
-        names = [cluster.lab.ns_name(n) for n in (*cluster.lab.nodes, "lan")]
+def _v6_cluster(tmp_path: Path, vips: Sequence[str], *, preempt: bool = True) -> Iterator[Cluster]:
+    """test_e2e's cluster (and its proof that nothing is left behind) with these VIPs."""
+    with _cluster(tmp_path, vips=vips, preempt=preempt) as cluster:
         assert cluster.client_vip == VIP6  # the client probes over IPv6 in every test here
         yield cluster
-        pids = set().union(*(_netns_pids(ns) for ns in names))
-    listed = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, check=True, timeout=10
-    ).stdout.split()
-    assert not [ns for ns in names if ns in listed], f"namespaces left behind: {listed}"
-    deadline = time.monotonic() + 5 * SCALE
-    while any(process_running(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not [pid for pid in pids if process_running(pid)], "lab processes survived the lab"
-
-
-def _show(res: Result) -> None:
-    print("\n" + res.render())
-
-
-def _became_active(cluster: Cluster, node: str, after: float) -> list[LogEvent]:
-    return [ev for ev in cluster.events(node, "transition", after) if ev.get("to") == "active"]
 
 
 def _nd_answers(cluster: Cluster, samples: list[Sample], node: str, *, since: float) -> int:
@@ -108,7 +79,7 @@ def _assert_nothing_moved(cluster: Cluster, res: Result) -> None:
 
 
 def test_ipv6_power_off_moves_the_vip_to_n2(tmp_path: Path) -> None:
-    with _cluster(tmp_path, [VIP6_CIDR]) as cluster:
+    with _v6_cluster(tmp_path, [VIP6_CIDR]) as cluster:
         res = power_off(cluster)
         _show(res)
         _assert_moved_to_n2(cluster, res, "power-off")
@@ -116,14 +87,14 @@ def test_ipv6_power_off_moves_the_vip_to_n2(tmp_path: Path) -> None:
 
 def test_ipv6_sigkill_of_the_active_daemon_moves_nothing(tmp_path: Path) -> None:
     # n2's takeover is vetoed by its DAD-style probe: n1's kernel still answers for the VIP.
-    with _cluster(tmp_path, [VIP6_CIDR]) as cluster:
+    with _v6_cluster(tmp_path, [VIP6_CIDR]) as cluster:
         res = sigkill(cluster)
         _show(res)
         _assert_nothing_moved(cluster, res)
 
 
 def test_ipv4_and_ipv6_vips_move_together_on_power_off(tmp_path: Path) -> None:
-    with _cluster(tmp_path, BOTH) as cluster:
+    with _v6_cluster(tmp_path, BOTH) as cluster:
         cluster.settle("n1")
         assert cluster.held_vips("n1") == [True, True]
         res = power_off(cluster)
@@ -135,7 +106,7 @@ def test_ipv4_and_ipv6_vips_move_together_on_power_off(tmp_path: Path) -> None:
 
 
 def test_ipv4_and_ipv6_vips_stay_together_on_sigkill(tmp_path: Path) -> None:
-    with _cluster(tmp_path, BOTH) as cluster:
+    with _v6_cluster(tmp_path, BOTH) as cluster:
         res = sigkill(cluster)
         _show(res)
         _assert_nothing_moved(cluster, res)
@@ -148,7 +119,7 @@ def test_havip_handover_moves_ipv4_and_ipv6_vips_together_with_no_double_answer(
 ) -> None:
     """Issue 6: handover over IPv6 (with an IPv4 VIP in the same group): remove, RESIGN, the
     peer adds and announces; the client's IPv6 probe never sees two MACs."""
-    with _cluster(tmp_path, BOTH, preempt=False) as cluster:
+    with _v6_cluster(tmp_path, BOTH, preempt=False) as cluster:
         res = operator_handover(cluster)
         _show(res)
         assert not res.notes, res.render()  # `havip handover` exited 0

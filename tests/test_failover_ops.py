@@ -167,10 +167,10 @@ def test_maintenance_with_no_eligible_peer_keeps_the_vip_where_it_is() -> None:
 # ---- fencing -------------------------------------------------------------------------------------
 
 
-def fencing_standby(*, required: bool) -> tuple[Failover, Fence]:
-    """A secondary whose owner vanished: the probe was silent, so it asks for the fence."""
-    fo = Failover(
-        is_primary=False,
+def fencing(*, primary: bool = False, required: bool = False) -> Failover:
+    """A machine with a fence hook (preempt off)."""
+    return Failover(
+        is_primary=primary,
         preempt=False,
         timing=TIMING,
         epoch=0,
@@ -178,6 +178,11 @@ def fencing_standby(*, required: bool) -> tuple[Failover, Fence]:
         fence=True,
         fence_required=required,
     )
+
+
+def fencing_standby(*, required: bool) -> tuple[Failover, Fence]:
+    """A secondary whose owner vanished: the probe was silent, so it asks for the fence."""
+    fo = fencing(required=required)
     drive(fo, [(0.0, Start(present=False)), (0.5, up(S.ACTIVE, 4))])
     acts = drive(fo, [(2.0, DOWN)])
     acts = drive(fo, [(2.4, silent(probe_of(acts)))])
@@ -237,12 +242,12 @@ def test_a_stale_fence_result_is_ignored() -> None:
 
 
 def test_no_fence_before_a_resign_handover_or_with_the_peer_link_up() -> None:
-    fo = Failover(is_primary=True, preempt=False, timing=TIMING, epoch=0, now=0.0, fence=True)
+    fo = fencing(primary=True)
     drive(fo, [(0.0, Start(present=False)), (0.5, up(S.ACTIVE, 4))])
     acts = drive(fo, [(1.0, PeerResigned(epoch=4))])
     assert summary(acts) == [("acquire", 5), ("to", S.ACTIVE, R.PEER_RESIGNED)]
     # The primary with its peer connected but in FAULT: the peer says it holds nothing.
-    fo = Failover(is_primary=True, preempt=False, timing=TIMING, epoch=0, now=0.0, fence=True)
+    fo = fencing(primary=True)
     acts = drive(fo, [(0.0, Start(present=False)), (0.5, up(S.FAULT, 4))])
     acts = drive(fo, [(0.7, silent(probe_of(acts)))])
     assert summary(acts) == [("acquire", 5), ("to", S.ACTIVE, R.PROBE_SILENT)]
@@ -257,15 +262,7 @@ def test_without_a_fence_hook_nothing_waits() -> None:
 
 
 def test_a_cold_start_that_never_saw_the_peer_does_not_fence() -> None:
-    fo = Failover(
-        is_primary=False,
-        preempt=False,
-        timing=TIMING,
-        epoch=0,
-        now=0.0,
-        fence=True,
-        fence_required=True,
-    )
+    fo = fencing(required=True)
     drive(fo, [(0.0, Start(present=False))])
     acts = drive(fo, [fire(fo)])  # alone after the start-up wait: probe
     acts = drive(fo, [(3.2, silent(probe_of(acts)))])

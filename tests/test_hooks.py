@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from havip.config import Hooks
+from havip.lab.netns import process_running
 from havip.shell.hooks import QUEUE_LIMIT, HookRunner, notify_commands
 from havip.shell.metrics import Metrics
 
@@ -259,12 +260,12 @@ def test_drain_gives_up_after_its_limit(tmp_path: Path, caplog: pytest.LogCaptur
     # Cancelling the worker (shutdown) killed the running hook.
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + WAIT
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_running(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     try:
-        assert not _alive(pid)
+        assert not process_running(pid)
     finally:
-        if _alive(pid):
+        if process_running(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -332,16 +333,8 @@ def test_fence_is_not_queued_behind_notify_hooks(tmp_path: Path, hook: list[str]
                 assert time.monotonic() < deadline, "the notify hook never started"
                 await asyncio.sleep(0.01)
             result = await r.fence(reason="deadline_missed", epoch=2)
-            assert _alive(int(pid_file.read_text()))  # the notify hook still runs
+            assert process_running(int(pid_file.read_text()))  # the notify hook still runs
             return result
 
     assert asyncio.run(main()) is True
     assert [x["label"] for x in records(tmp_path) if x["kind"] == "end"] == ["fence"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")

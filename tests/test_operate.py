@@ -284,9 +284,13 @@ def test_reload_adds_a_health_check_that_then_takes_effect(tmp_path: Path) -> No
         async with pair(certs, tmp_path) as p:
             n1, n2 = p.nodes["n1"], p.nodes["n2"]
             p.write("n1", check_section(flag))
-            reply = await p.command("n1", "reload")
-            assert "checks" in str(reply["message"])
-            await until(lambda: n1.d.status()["checks"] != [], "the check is known")
+            async with Watch(tmp_path) as watch:
+                reply = await p.command("n1", "reload")
+                assert "checks" in str(reply["message"])
+                await until(lambda: n1.d.checks.passing() is True, "the new check ran and passes")
+                await asyncio.sleep(0.3 * SCALE)
+            # A check the reload added counts as passing until its first result: no move.
+            assert watch.moves == 0 and all(s == {"n1"} for s in watch.samples)
             flag.unlink()
             await until(lambda: n2.state is State.ACTIVE, "n1's failing check hands over")
             assert not n1.holds() and n2.holds()

@@ -259,6 +259,15 @@ epochs = st.integers(min_value=0, max_value=MAX_EPOCH)
 states = st.sampled_from(list(State))
 # What an ineligible node says: a cause with a wire code, or none (sent as UNSPECIFIED_CAUSE).
 causes = st.sampled_from([None, *CAUSE_CODES])
+
+
+def with_cause(msg: Message) -> st.SearchStrategy[Message]:
+    """An eligible sender says no cause; an ineligible one says any."""
+    if isinstance(msg, Hello | Keepalive) and not msg.eligible:
+        return causes.map(lambda c: replace(msg, cause=c))
+    return st.just(msg)
+
+
 names = st.text(max_size=40).filter(lambda s: len(s.encode()) <= 255)
 
 hellos = st.builds(
@@ -271,23 +280,9 @@ hellos = st.builds(
     state=states,
     owns=st.booleans(),
     epoch=epochs,
-    eligible=st.just(True),
+    eligible=st.booleans(),
     mac=st.binary(min_size=6, max_size=6),
-    cause=st.none(),
-) | st.builds(
-    Hello,
-    version=st.integers(min_value=0, max_value=2**16 - 1),
-    node=names,
-    primary=names,
-    preempt=st.booleans(),
-    boot_id=st.binary(min_size=16, max_size=16),
-    state=states,
-    owns=st.booleans(),
-    epoch=epochs,
-    eligible=st.just(False),
-    mac=st.binary(min_size=6, max_size=6),
-    cause=causes,
-)
+).flatmap(with_cause)
 keepalives = st.builds(
     Keepalive,
     seq=u64,

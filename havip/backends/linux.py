@@ -480,37 +480,25 @@ class LinuxBackend:
     def default_gateway(self, interface: str) -> IPv4Address | None:
         """The gateway of the main table's IPv4 default route out of `interface` (the one
         with the lowest metric; a multipath route counts through its hops), else None."""
-
-        def do(ipr: Any) -> IPv4Address | None:
-            index = self._index(ipr, interface)
-            if index is None:
-                return None
-            best: tuple[int, IPv4Address] | None = None
-            for route in ipr.get_routes(family=socket.AF_INET, table=254):
-                if route["dst_len"] != 0 or route.get("RTA_DST") not in (None, "0.0.0.0"):
-                    continue
-                metric = int(route.get("RTA_PRIORITY") or 0)
-                hops = [(route.get("RTA_OIF"), route.get("RTA_GATEWAY"))]
-                for hop in route.get("RTA_MULTIPATH") or ():
-                    hops.append((hop["oif"], hop.get("RTA_GATEWAY")))
-                for oif, gateway in hops:
-                    if oif == index and gateway and (best is None or metric < best[0]):
-                        best = (metric, ipaddress.IPv4Address(gateway))
-            return best[1] if best else None
-
-        return self._query(BackendOp.ROUTE, interface, do)
+        gateway = self._default_gateway(interface, socket.AF_INET)
+        return gateway if isinstance(gateway, IPv4Address) else None
 
     def default_gateway6(self, interface: str) -> IPv6Address | None:
         """The gateway of the main table's IPv6 default route out of `interface` (lowest
         metric; usually a router's link-local address), else None."""
+        gateway = self._default_gateway(interface, socket.AF_INET6)
+        return gateway if isinstance(gateway, IPv6Address) else None
 
-        def do(ipr: Any) -> IPv6Address | None:
+    def _default_gateway(self, interface: str, family: int) -> IPv4Address | IPv6Address | None:
+        default = "0.0.0.0" if family == socket.AF_INET else "::"
+
+        def do(ipr: Any) -> IPv4Address | IPv6Address | None:
             index = self._index(ipr, interface)
             if index is None:
                 return None
-            best: tuple[int, IPv6Address] | None = None
-            for route in ipr.get_routes(family=socket.AF_INET6, table=254):
-                if route["dst_len"] != 0 or route.get("RTA_DST") not in (None, "::"):
+            best: tuple[int, IPv4Address | IPv6Address] | None = None
+            for route in ipr.get_routes(family=family, table=254):
+                if route["dst_len"] != 0 or route.get("RTA_DST") not in (None, default):
                     continue
                 metric = int(route.get("RTA_PRIORITY") or 0)
                 hops = [(route.get("RTA_OIF"), route.get("RTA_GATEWAY"))]
@@ -518,7 +506,7 @@ class LinuxBackend:
                     hops.append((hop["oif"], hop.get("RTA_GATEWAY")))
                 for oif, gateway in hops:
                     if oif == index and gateway and (best is None or metric < best[0]):
-                        best = (metric, ipaddress.IPv6Address(gateway))
+                        best = (metric, ipaddress.ip_address(gateway))
             return best[1] if best else None
 
         return self._query(BackendOp.ROUTE, interface, do)

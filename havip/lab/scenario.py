@@ -665,39 +665,38 @@ def failback(cluster: Cluster, returning: Callable[[], None]) -> Result:
 
 def sigterm_handover(cluster: Cluster) -> Result:
     """Planned: SIGTERM on the active n1 hands the VIP to n2 at once."""
-    cluster.settle("n1")
-    with cluster.client("sigterm") as out:
-        _before_fault()
-        res = Result(name="SIGTERM handover n1 -> n2", fault_at=time.time())
+
+    def act(res: Result) -> None:
         code = cluster.stop("n1")
         res.mark(res.fault_at, "SIGTERM sent to n1")
         if code != 0:
             res.notes.append(f"n1 exited {code}, expected 0")
-        cluster.wait(
-            "the client gets answers from n2",
-            lambda: first_answer_from(load_samples(out), "n2", res.fault_at) is not None,
-        )
-        time.sleep(0.3)
-    samples = load_samples(out)
-    removed = cluster.events("n1", "vip_removed", res.fault_at)
-    res.mark(removed[0].ts if removed else None, "VIP removed on n1")
-    _owner_events(cluster, "n2", res, res.fault_at)
-    res.mark(first_answer_from(samples, "n2", res.fault_at), "first client answer from n2")
-    _analyse(cluster, res, samples, res.fault_at - 0.2)
-    return res
+
+    return _planned_handover(cluster, "sigterm", "SIGTERM handover n1 -> n2", act)
 
 
 def operator_handover(cluster: Cluster) -> Result:
     """Planned: `havip handover` on the active n1 (preempt off) moves the VIP to n2."""
-    cluster.settle("n1")
-    with cluster.client("handover") as out:
-        _before_fault()
-        res = Result(name="havip handover n1 -> n2", fault_at=time.time())
+
+    def act(res: Result) -> None:
         argv = cluster.lab.python_argv("havip", "handover", "--config", str(cluster.config("n1")))
         done = cluster.lab.exec("n1", argv, check=False, timeout=30)
         res.mark(res.fault_at, "`havip handover` run on n1")
         if done.returncode != 0:
             res.notes.append(f"havip handover exited {done.returncode}: {done.stderr.strip()}")
+
+    return _planned_handover(cluster, "handover", "havip handover n1 -> n2", act)
+
+
+def _planned_handover(
+    cluster: Cluster, tag: str, name: str, act: Callable[[Result], None]
+) -> Result:
+    """n1 hands the VIP to n2 (`act` asks it to); what the client saw, with the timeline."""
+    cluster.settle("n1")
+    with cluster.client(tag) as out:
+        _before_fault()
+        res = Result(name=name, fault_at=time.time())
+        act(res)
         cluster.wait(
             "the client gets answers from n2",
             lambda: first_answer_from(load_samples(out), "n2", res.fault_at) is not None,

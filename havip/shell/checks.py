@@ -86,12 +86,20 @@ def next_due(previous: float, interval: float, now: float) -> float:
 class _Runner:
     """One configured check: its hysteresis, its last run, its loop task."""
 
-    def __init__(self, check: Check) -> None:
+    def __init__(self, check: Check, *, trusted: bool = False) -> None:
         self.check = check
+        # Added by a reload: counts as passing until its first result, so that a reload never
+        # moves the VIP just because a new check has not run yet (at start-up nothing is
+        # trusted: a node waits for its checks before it claims the VIP).
+        self.trusted = trusted
         self.health = CheckHealth(rise=check.rise, fall=check.fall)
         self.last: RunResult | None = None
         self.last_run: float | None = None  # wall clock, for status
         self.task: asyncio.Task[None] | None = None
+
+
+def _passes(r: _Runner) -> bool:
+    return r.health.passing or (r.trusted and r.last is None)
 
 
 class Checks:
@@ -113,11 +121,12 @@ class Checks:
         """None: no checks configured; else whether every check passes."""
         if not self._runners:
             return None
-        return all(r.health.passing for r in self._runners)
+        return not self.failing()
 
     def failing(self) -> list[str]:
-        """Names of the checks not passing (including those with no result yet), config order."""
-        return [r.check.name for r in self._runners if not r.health.passing]
+        """Names of the checks not passing (including those with no result yet, unless a
+        reload added them), config order."""
+        return [r.check.name for r in self._runners if not _passes(r)]
 
     def status(self) -> list[dict[str, object]]:
         """One entry per check, config order (for `status --json`)."""
@@ -131,7 +140,7 @@ class Checks:
                     "kind": kind,
                     "target": target,
                     "state": r.health.state,
-                    "passing": r.health.passing,
+                    "passing": _passes(r),
                     "last_outcome": None if last is None else last.outcome,
                     "last_duration_seconds": None if last is None else round(last.duration, 6),
                     "consecutive_failures": r.health.consecutive_failures,
@@ -186,11 +195,15 @@ class Checks:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"checks: duplicate check name(s): {', '.join(dupes)}")
+        reloaded = keep is not None
         keep = keep or {}
         runners = []
         for check in checks:
             same = keep.get(check.name)
-            runners.append(same if same is not None and same.check == check else _Runner(check))
+            if same is not None and same.check == check:
+                runners.append(same)
+            else:
+                runners.append(_Runner(check, trusted=reloaded))
         # A redefined check starts again from "unknown": drop its old series, then recreate.
         fresh = [r.check.name for r in runners if r not in keep.values()]
         self._metrics.set_checks([n for n in keep if n not in fresh])
