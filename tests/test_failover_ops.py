@@ -195,7 +195,7 @@ def fencing_standby(*, required: bool) -> tuple[Failover, Fence]:
 @pytest.mark.parametrize("required", [True, False])
 def test_a_successful_fence_comes_before_the_takeover(required: bool) -> None:
     fo, fence = fencing_standby(required=required)
-    assert fence.epoch == 5 and fence.reason is R.PEER_LOST
+    assert fence.epoch == 5 and fence.reason is R.PEER_LOST and fence.old_state is S.STANDBY
     assert fo.next_timer() is None  # nothing else happens while the fence runs
     acts = drive(fo, [(5.0, Fenced(fence_id=fence.fence_id, ok=True))])
     assert summary(acts) == [("acquire", 5), ("to", S.ACTIVE, R.PROBE_SILENT)]

@@ -654,3 +654,25 @@ def test_a_required_fence_gates_the_takeover_and_a_handover_never_fences(tmp_pat
     runs = fence_log.read_text().splitlines()
     # Every fence ran before n2 held the VIP.
     assert runs and all(line == "fence False" for line in runs)
+
+
+def test_a_planned_stop_runs_notify_stopped_before_the_daemon_exits(tmp_path: Path) -> None:
+    certs = _havip_certs(tmp_path / "pki")
+    logs = {n: tmp_path / f"{n}-hooks.jsonl" for n in ("n1", "n2")}
+
+    async def body() -> None:
+        async with pair(certs, tmp_path, sections=lambda n: hooks_section(logs[n])) as p:
+            n1, n2 = p.nodes["n1"], p.nodes["n2"]
+            await until(lambda: len(recorded(logs["n1"])) == 2, "n1's start-up hooks ran")
+            assert await n1.stop() == 0  # SIGTERM: hand over, run the hooks, exit
+            # Its last hook ran before the daemon returned, not after.
+            last = recorded(logs["n1"])[-1]
+            assert (last["HAVIP_OLD_STATE"], last["HAVIP_STATE"]) == ("active", "stopped")
+            assert last["HAVIP_REASON"] == "shutdown"
+            await until(lambda: n2.state is State.ACTIVE, "n2 took the handover")
+            await until(
+                lambda: recorded(logs["n2"])[-1]["HAVIP_STATE"] == "active", "n2's hook ran"
+            )
+            assert recorded(logs["n2"])[-1]["HAVIP_REASON"] == "peer_resigned"
+
+    run(body())

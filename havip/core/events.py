@@ -248,6 +248,7 @@ class Fence:
     fence_id: int
     reason: Reason
     epoch: int  # the epoch the takeover would use
+    old_state: State  # where the node stood before it started probing (for the hook)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -140,6 +140,7 @@ class Failover:
         self._next_fence_id = 0
         self._fencing: int | None = None  # the Fence we wait for
         self._peer_failed = False  # the link was up and went down: a failure signal
+        self._came_from = State.INIT  # the state before the current one
         self.fence_failed = False
         # After a handover, not a candidate until the peer holds the VIP (or this passes): the
         # VIP is briefly silent between our release and its add, and we must not take it back.
@@ -379,7 +380,11 @@ class Failover:
         self._next_fence_id += 1
         self._fencing = self._next_fence_id
         epoch = min(max(self.epoch, self._seen_epoch) + 1, MAX_EPOCH)
-        out.append(Fence(fence_id=self._fencing, reason=self.reason, epoch=epoch))
+        out.append(
+            Fence(
+                fence_id=self._fencing, reason=self.reason, epoch=epoch, old_state=self._came_from
+            )
+        )
 
     def _on_fenced(self, event: Fenced, now: float, out: list[Action]) -> None:
         if self._fencing != event.fence_id:
@@ -739,5 +744,6 @@ class Failover:
             self._fencing = None
             self.fence_failed = False
         self.vetoed_by = None
+        self._came_from = frm
         self.state, self.reason, self.since = to, reason, now
         out.append(Transition(frm=frm, to=to, reason=reason, sentence=sentence, epoch=self.epoch))

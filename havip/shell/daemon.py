@@ -564,7 +564,9 @@ class Daemon:
             epoch=fence.epoch,
             required=str(self.failover.fence_required).lower(),
         )
-        ok = await self.hooks.fence(reason=fence.reason, epoch=fence.epoch)
+        ok = await self.hooks.fence(
+            reason=fence.reason, epoch=fence.epoch, old_state=fence.old_state
+        )
         if ok is False and self.failover.fence_required:
             event(
                 "fence_failed",
