@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MIN_VENV := .venv-min
 MIN_STAMP := $(MIN_VENV)/.installed
 
-.PHONY: demo test test-min lint unit bench soak deps venv clean
+.PHONY: demo test test-min lint unit bench soak deps venv clean install uninstall
 
 # Debian packages the demo and the namespace tests need (root only; skipped otherwise).
 deps:
@@ -60,3 +60,100 @@ soak: deps venv
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# --- make install / make uninstall (docs/INSTALL.md) ------------------------------------------
+# A virtualenv in $(OPTDIR) with the havip command linked into $(BINDIR); the man page, bash
+# completion and docs; on Linux the systemd unit and sysusers file, on illumos the SMF manifest
+# and method script. Nothing is enabled or started. DESTDIR stages everything elsewhere (for
+# packaging); the venv is then rewritten to run from $(OPTDIR).
+#   WHEEL=dist/havip-X-py3-none-any.whl   install that wheel instead of building this checkout
+#   PIP_FLAGS="--no-index --find-links DIR"   e.g. offline from a folder of wheels
+PREFIX ?= /usr/local
+OPTDIR ?= /opt/havip
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/havip
+BASHCOMPDIR ?= /usr/share/bash-completion/completions
+UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /etc/sysusers.d
+SMFMANIFESTDIR ?= /lib/svc/manifest/site
+SMFMETHODDIR ?= /lib/svc/method
+WHEEL ?=
+PIP_FLAGS ?=
+OS ?= $(shell uname -s)
+ifeq ($(OS),SunOS)
+# PyPI has no illumos wheels of cryptography: the venv sees OmniOS's own python-3 packages
+# (cryptography, and pip itself: the venv needs no ensurepip).
+# illumos' install(1M) takes other options: GNU install is ginstall (file/gnu-coreutils).
+VENV_FLAGS ?= --system-site-packages --without-pip
+INSTALL ?= ginstall
+else
+VENV_FLAGS ?=
+INSTALL ?= install
+endif
+OPT_PY := $(DESTDIR)$(OPTDIR)/bin/python
+
+install:
+	@case "$(OPTDIR)" in /?*) ;; *) echo "OPTDIR must be an absolute folder, not '$(OPTDIR)'" >&2; exit 2 ;; esac
+	test -x $(OPT_PY) || $(PY) -m venv $(VENV_FLAGS) $(DESTDIR)$(OPTDIR)
+	@# pip keeps an installed havip of the same version: remove it, so a rebuilt checkout lands.
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(OPT_PY) -m pip uninstall -q -y havip 2>/dev/null || true
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(OPT_PY) -m pip install -q --upgrade $(PIP_FLAGS) $(if $(WHEEL),$(WHEEL),.)
+	@# Under DESTDIR the venv's scripts name $(DESTDIR)$(OPTDIR): make them name $(OPTDIR).
+	@if [ -n "$(DESTDIR)" ]; then \
+	  for f in $(DESTDIR)$(OPTDIR)/bin/* $(DESTDIR)$(OPTDIR)/pyvenv.cfg; do \
+	    if [ -f "$$f" ] && [ ! -L "$$f" ] && grep -q "$(DESTDIR)$(OPTDIR)" "$$f" 2>/dev/null; then \
+	      sed "s|$(DESTDIR)$(OPTDIR)|$(OPTDIR)|g" "$$f" > "$$f.tmp" && cat "$$f.tmp" > "$$f" && rm -f "$$f.tmp"; \
+	    fi; \
+	  done; \
+	fi
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(DOCDIR)
+	ln -sf $(OPTDIR)/bin/havip $(DESTDIR)$(BINDIR)/havip
+	$(OPT_PY) -m havip.manpage --prefix "$(PREFIX)" > $(DESTDIR)$(MANDIR)/man1/havip.1
+	$(OPT_PY) -m havip.completion bash > $(DESTDIR)$(BASHCOMPDIR)/havip
+	chmod 0644 $(DESTDIR)$(MANDIR)/man1/havip.1 $(DESTDIR)$(BASHCOMPDIR)/havip
+	$(INSTALL) -m 0644 README.md docs/INSTALL.md $(DESTDIR)$(DOCDIR)/
+ifeq ($(OS),SunOS)
+	$(INSTALL) -d $(DESTDIR)$(SMFMANIFESTDIR) $(DESTDIR)$(SMFMETHODDIR)
+	sed -e 's|/usr/local/bin/havip|$(BINDIR)/havip|g' deploy/smf/havip-method > $(DESTDIR)$(SMFMETHODDIR)/havip
+	chmod 0555 $(DESTDIR)$(SMFMETHODDIR)/havip
+	sed -e 's|/usr/local/bin/havip|$(BINDIR)/havip|g' -e 's|/usr/local/share/doc/havip|$(DOCDIR)|g' \
+	  -e "s|manpath='/usr/local/share/man'|manpath='$(MANDIR)'|" deploy/smf/havip.xml > $(DESTDIR)$(SMFMANIFESTDIR)/havip.xml
+	chmod 0444 $(DESTDIR)$(SMFMANIFESTDIR)/havip.xml
+	@echo "installed; next: svccfg import $(SMFMANIFESTDIR)/havip.xml (see $(DOCDIR)/INSTALL.md)"
+else
+	$(INSTALL) -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	sed -e 's|/usr/local/bin/havip|$(BINDIR)/havip|g' -e 's|/usr/local/share/doc/havip|$(DOCDIR)|g' \
+	  deploy/havip.service > $(DESTDIR)$(UNITDIR)/havip.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/havip.service
+	$(INSTALL) -m 0644 deploy/sysusers.d/havip.conf $(DESTDIR)$(SYSUSERSDIR)/havip.conf
+	@# On the live system: create the havip user now and let systemd see the unit (not enabled).
+	@if [ -z "$(DESTDIR)" ]; then \
+	  if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/havip.conf; fi; \
+	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
+	@echo "installed; next: /etc/havip, then systemctl enable --now havip (see $(DOCDIR)/INSTALL.md)"
+endif
+
+# Removes what `make install` put in place; keeps /etc/havip (config and keys), /var/lib/havip
+# (state) and the havip user. On the live system the service is stopped first (SIGTERM: a
+# planned handover to the peer).
+uninstall:
+	@case "$(OPTDIR)" in /?*) ;; *) echo "OPTDIR must be an absolute folder, not '$(OPTDIR)'" >&2; exit 2 ;; esac
+ifeq ($(OS),SunOS)
+	@if [ -z "$(DESTDIR)" ] && svcs havip >/dev/null 2>&1; then \
+	  svcadm disable -s havip; svccfg delete havip; \
+	fi
+	rm -f $(DESTDIR)$(SMFMANIFESTDIR)/havip.xml $(DESTDIR)$(SMFMETHODDIR)/havip
+else
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  systemctl disable --now havip 2>/dev/null || true; \
+	fi
+	rm -f $(DESTDIR)$(UNITDIR)/havip.service $(DESTDIR)$(SYSUSERSDIR)/havip.conf
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+endif
+	rm -f $(DESTDIR)$(BINDIR)/havip $(DESTDIR)$(MANDIR)/man1/havip.1 $(DESTDIR)$(BASHCOMPDIR)/havip
+	rm -f $(DESTDIR)$(DOCDIR)/README.md $(DESTDIR)$(DOCDIR)/INSTALL.md
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	rm -rf $(DESTDIR)$(OPTDIR)
+	@echo "uninstalled; kept /etc/havip, /var/lib/havip and the havip user (remove them by hand)"

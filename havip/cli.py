@@ -10,15 +10,20 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from havip import __version__
 from havip.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from havip.shell.logs import LogFormat
 
 DEFAULT_CONFIG = Path("/etc/havip/havip.toml")
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The `havip` command line (also read by havip.manpage and havip.completion)."""
     p = argparse.ArgumentParser(
         prog="havip", description="Keep a virtual IP alive on one of two servers."
     )
@@ -28,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text: one `event=NAME key=value` line per event (default); "
+        "json: one object per line for log shippers",
+    )
 
     check = sub.add_parser("check-config", help="validate a config file and the files it names")
     check.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -90,10 +102,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            return _run(args.config, args.log_level)
+            return _run(args.config, args.log_level, args.log_format)
         if args.command == "check-config":
             return _check_config(args.config)
         if args.command == "status":
@@ -132,13 +144,14 @@ def _load(path: Path) -> Config | None:
         return None
 
 
-def _run(path: Path, log_level: str) -> int:
+def _run(path: Path, log_level: str, log_format: LogFormat = "text") -> int:
     import ssl
 
     from havip.backends import make_backend
     from havip.shell.control import ControlError
     from havip.shell.daemon import Daemon
     from havip.shell.logs import event, setup_logging
+    from havip.shell.sdnotify import Notifier, unset_environ
 
     cfg = _load(path)
     if cfg is None:
@@ -149,11 +162,15 @@ def _run(path: Path, log_level: str) -> int:
         _err(line)
     if problems:
         return EXIT_CONFIG
-    setup_logging(cfg.node, log_level)
+    setup_logging(cfg.node, log_level, fmt=log_format)
     raise_fd_limit()
 
+    # Read systemd's notify variables once, then drop them: hooks and checks must not see them.
+    notifier = Notifier()
+    unset_environ()
+
     async def _main() -> int:
-        daemon = Daemon(cfg, make_backend(cfg))
+        daemon = Daemon(cfg, make_backend(cfg), notifier=notifier)
         return await daemon.run()
 
     try:

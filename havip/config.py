@@ -36,7 +36,8 @@ NO_WITNESS = (
     "no witness: a node cut off from the LAN cannot tell silence from deafness and may take "
     "the VIP blind; set witnesses = [...]"
 )
-BACKENDS = ("auto", "linux", "dry-run")
+BACKENDS = ("auto", "linux", "illumos", "dry-run")
+ADDRESS_TOOLS = ("ipadm", "ifconfig")  # illumos: how a VIP is added
 
 # Timing presets in seconds, the one place to retune them. Keys a profile leaves out
 # take the Timing defaults; explicit [timing] keys override the profile.
@@ -175,6 +176,7 @@ class Config:
     witnesses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] | None = None
     checks: tuple[Check, ...] = ()
     hooks: Hooks = Hooks()
+    address_tool: str = "ipadm"  # illumos only: "ipadm", or "ifconfig" (addif/removeif)
 
     @property
     def is_primary(self) -> bool:
@@ -451,7 +453,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "tls": ("ca", "cert", "key"),
     "timing": ("profile", *(name for name in Timing.__dataclass_fields__)),
     "vip": ("address", "interface", "allow_offlink"),
-    "backend": ("type", "lan_dir"),
+    "backend": ("type", "lan_dir", "address_tool"),
     "metrics": ("listen",),
     "check": ("name", "command", "tcp", "interval", "timeout", "rise", "fall"),
     "hooks": tuple(Hooks.__dataclass_fields__),
@@ -615,7 +617,7 @@ class _Loader:
         timing = self.timing()
         vips = self.vips()
         witnesses = self.witnesses(vips, listen, peer_address)
-        backend, lan_dir = self.backend()
+        backend, lan_dir, address_tool = self.backend(vips)
         metrics_listen = self.metrics()
         checks = self.checks()
         hooks = self.hooks()
@@ -644,6 +646,7 @@ class _Loader:
             vips=vips,
             backend=backend,
             lan_dir=lan_dir,
+            address_tool=address_tool,
             metrics_listen=metrics_listen,
             state_dir=DEFAULT_STATE_DIR if state_dir is None else state_dir,
             control_socket=control_socket,
@@ -928,32 +931,47 @@ class _Loader:
                 found.append(ip)
         return tuple(found)
 
-    def backend(self) -> tuple[str | None, Path | None]:
+    def backend(self, vips: Sequence[Vip]) -> tuple[str | None, Path | None, str]:
         table = self.section("backend")
         kind = self.string(table, "type", "backend.type", required=False) or "auto"
         lan_dir = self.path_value(table, "lan_dir", "backend.lan_dir", required=False)
+        tool = self.string(table, "address_tool", "backend.address_tool", required=False)
         platform = _current_platform()
         on_linux = platform.startswith("linux")
+        on_illumos = platform.startswith("sunos")
         resolved: str | None = kind
         if kind not in BACKENDS:
             choices = ", ".join(f'"{b}"' for b in BACKENDS)
             self.error("backend.type", f'unknown backend "{kind}" (choose {choices})')
             resolved = None
         elif kind == "auto":
-            if on_linux:
-                resolved = "linux"
+            if on_linux or on_illumos:
+                resolved = "linux" if on_linux else "illumos"
             else:
                 self.error(
                     "backend.type",
                     f'"auto" has no backend for this platform ({platform}); the backends are '
-                    '"linux" (Linux only) and "dry-run" (no network changes)',
+                    '"linux" (Linux only), "illumos" (illumos only) and "dry-run" (no network '
+                    "changes)",
                 )
                 resolved = None
         elif kind == "linux" and not on_linux:
             self.error("backend.type", f'"linux" needs Linux (this is {platform}); try "dry-run"')
-        if lan_dir is not None and resolved == "linux":
+        elif kind == "illumos" and not on_illumos:
+            self.error(
+                "backend.type", f'"illumos" needs illumos (this is {platform}); try "dry-run"'
+            )
+        if lan_dir is not None and resolved in ("linux", "illumos"):
             self.error("backend.lan_dir", 'only meaningful with type = "dry-run"; remove it')
-        return resolved, lan_dir
+        if tool is not None and tool not in ADDRESS_TOOLS:
+            self.error("backend.address_tool", f'must be "ipadm" or "ifconfig", got "{tool}"')
+        elif tool is not None and resolved not in ("illumos", None):
+            self.error("backend.address_tool", 'only meaningful with type = "illumos"; remove it')
+        if resolved == "illumos":
+            for index, vip in enumerate(vips):
+                if vip.address.version == 6:
+                    self.error(f"vip[{index}].address", "IPv6 VIPs need the Linux backend for now")
+        return resolved, lan_dir, tool if tool in ADDRESS_TOOLS else "ipadm"
 
     def metrics(self) -> tuple[str, int] | None:
         table = self.section("metrics")
@@ -1028,6 +1046,14 @@ def check_environment(cfg: Config) -> list[str]:
                     f"{have}), so clients there could not reach it; fix the VIP or the "
                     "interface, or set allow_offlink = true in this [[vip]] if it is routed",
                 )
+
+    if cfg.backend == "illumos":
+        # Imported here: the illumos backend runs ipadm and dladm, which loading a config
+        # does not need.
+        from havip.backends.illumos import environment_problems
+
+        for key, message in environment_problems(cfg):
+            problem(key, message)
 
     folder = _folder_problem(cfg.state_dir)
     if folder is not None:
@@ -1144,6 +1170,19 @@ def default_gateways(name: str) -> list[ipaddress.IPv4Address]:
     return [] if gateway is None else [gateway]
 
 
+def illumos_default_gateways(name: str, address_tool: str = "ipadm") -> list[ipaddress.IPv4Address]:
+    """The IPv4 default route's gateway when it leaves through `name` (illumos:
+    `route -n get default`); OSError when it cannot be asked."""
+    from havip.backends.base import BackendError
+    from havip.backends.illumos import IllumosBackend
+
+    try:
+        gateway = IllumosBackend(address_tool=address_tool).default_gateway(name)
+    except BackendError as exc:
+        raise OSError(str(exc)) from exc
+    return [gateway] if gateway is not None else []
+
+
 def _ask_linux(question: Callable[[LinuxBackend], _T]) -> _T:
     """One netlink question through the Linux backend (the one place that reads interfaces)."""
     from havip.backends.base import BackendError
@@ -1179,8 +1218,9 @@ def witness_plan(
     subnets contain it; an IPv6 link-local one to every interface with an IPv6 VIP). Without
     the key, each interface's default gateway is used when it lies in one of that interface's
     VIP subnets, and for IPv6 VIPs its IPv6 default gateway (usually link-local, which is on
-    the link by definition); both are looked up now, so call it at start-up. The dry-run
-    backend has no LAN to hear: without explicit witnesses it gets none and no warning.
+    the link by definition; on illumos `route -n get default`); both are looked up now, so
+    call it at start-up. The dry-run backend has no LAN to hear: without explicit witnesses
+    it gets none and no warning.
     """
     plan: dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]] = {}
     warnings: list[str] = []
@@ -1196,15 +1236,18 @@ def witness_plan(
                 why = "witnesses = [] disables them"
             elif not chosen:
                 why = "no address in witnesses is on its VIP subnets"
-        elif cfg.backend != "linux":
+        elif cfg.backend not in ("linux", "illumos"):
             chosen = ()
         else:
             gateways: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
             try:
-                if has_v4:
-                    gateways += default_gateways(iface)
-                if has_v6:
-                    gateways += default_gateways6(iface)
+                if cfg.backend == "illumos":
+                    gateways += illumos_default_gateways(iface, cfg.address_tool)
+                else:
+                    if has_v4:
+                        gateways += default_gateways(iface)
+                    if has_v6:
+                        gateways += default_gateways6(iface)
             except (ImportError, OSError) as exc:
                 why = f"cannot look up its default gateway ({exc})"
             chosen = tuple(g for g in gateways if _on_lan(g, nets))

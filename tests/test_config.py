@@ -567,19 +567,30 @@ def test_cross_rules_see_the_profile_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("backend", "expected"),
+    ("platform", "backend", "expected"),
     [
-        ({}, 'backend.type: "auto" has no backend for this platform (sunos5)'),
-        ({"type": "auto"}, '"linux" (Linux only) and "dry-run"'),
-        ({"type": "linux"}, 'backend.type: "linux" needs Linux (this is sunos5)'),
+        ("darwin", {}, 'backend.type: "auto" has no backend for this platform (darwin)'),
+        ("darwin", {"type": "auto"}, '"illumos" (illumos only) and "dry-run"'),
+        ("sunos5", {"type": "linux"}, 'backend.type: "linux" needs Linux (this is sunos5)'),
+        ("linux", {"type": "illumos"}, 'backend.type: "illumos" needs illumos (this is linux)'),
     ],
 )
 def test_backend_on_another_platform(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: dict[str, Any], expected: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    platform: str,
+    backend: dict[str, Any],
+    expected: str,
 ) -> None:
-    monkeypatch.setattr(config, "_current_platform", lambda: "sunos5")
+    monkeypatch.setattr(config, "_current_platform", lambda: platform)
     errors = errors_of(write(tmp_path, {**BASE, "backend": backend}))
     assert len(errors) == 1 and expected in errors[0], errors
+
+
+def test_auto_is_illumos_on_sunos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_current_platform", lambda: "sunos5")
+    cfg = load(tmp_path, {})
+    assert (cfg.backend, cfg.address_tool) == ("illumos", "ipadm")
 
 
 def test_dry_run_works_on_any_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

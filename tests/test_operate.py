@@ -8,9 +8,11 @@ control socket, as `havip handover` / `maintenance` / `reload` do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
+import shutil
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -676,3 +678,61 @@ def test_a_planned_stop_runs_notify_stopped_before_the_daemon_exits(tmp_path: Pa
             assert recorded(logs["n2"])[-1]["HAVIP_REASON"] == "peer_resigned"
 
     run(body())
+
+
+# ---- systemd's notify protocol (issue 7) -----------------------------------------------------
+
+
+def test_systemd_hears_ready_status_watchdog_reload_and_stopping(tmp_path: Path) -> None:
+    """Type=notify: READY once started, STATUS naming the state and the owner whenever it
+    changes, WATCHDOG pings from the event loop, RELOADING around a reload, STOPPING on
+    SIGTERM. A real datagram socket stands in for systemd."""
+    import socket
+    import tempfile
+
+    from havip.backends.dryrun import DryRunBackend
+    from havip.shell.daemon import Daemon
+    from havip.shell.sdnotify import Notifier
+
+    certs = _havip_certs(tmp_path / "pki")
+    folder = Path(tempfile.mkdtemp(prefix="hvn", dir="/tmp"))  # a short socket path
+    path = folder / "notify"
+    heard: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(path))
+        systemd.setblocking(False)
+
+        def drain() -> list[str]:
+            while True:
+                try:
+                    heard.append(systemd.recv(4096).decode())
+                except BlockingIOError:
+                    return heard
+
+        async def body() -> None:
+            p = Pair(certs, tmp_path, preempt=False, sections=lambda _n: "")
+            cfg = p.config("n1")
+            env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": str(int(0.2e6))}
+            n1 = Node(cfg)
+            n1.daemon = Daemon(cfg, DryRunBackend("n1", cfg.lan_dir), notifier=Notifier(env))
+            n1.task = asyncio.ensure_future(n1.daemon.run())
+            p.nodes["n1"] = n1
+            try:
+                await until(lambda: any("READY=1" in m for m in drain()), "READY")
+                await until(
+                    lambda: any("STATUS=active" in m and "owner n1" in m for m in drain()),
+                    "STATUS says n1 owns the VIP",
+                )
+                await until(lambda: sum("WATCHDOG=1" in m for m in drain()) >= 3, "watchdog pings")
+                with contextlib.suppress(CommandRefused):
+                    await p.command("n1", "reload")
+                await until(lambda: any("RELOADING=1" in m for m in drain()), "RELOADING")
+                assert await n1.stop() == 0
+                assert any("STOPPING=1" in m for m in drain())
+            finally:
+                await p.crash_all()
+
+        run(body())
+    reloading = next(i for i, m in enumerate(heard) if "RELOADING=1" in m)
+    assert any("READY=1" in m for m in heard[reloading + 1 :]), "READY=1 after the reload"
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""VIP backends: where an address actually lives (Linux netlink, dry-run; illumos later)."""
+"""VIP backends: where an address actually lives (Linux netlink, illumos ipadm, dry-run)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["Backend", "BackendError", "BackendOp", "make_backend"]
 
 
 def make_backend(cfg: Config) -> Backend:
-    """The backend `cfg.backend` names ("linux" or "dry-run")."""
+    """The backend `cfg.backend` names ("linux", "illumos" or "dry-run")."""
     if cfg.backend == "dry-run":
         from havip.backends.dryrun import DryRunBackend
 
@@ -23,4 +23,8 @@ def make_backend(cfg: Config) -> Backend:
         from havip.backends.linux import LinuxBackend
 
         return LinuxBackend()
+    if cfg.backend == "illumos":
+        from havip.backends.illumos import IllumosBackend
+
+        return IllumosBackend(vips=cfg.vips, address_tool=cfg.address_tool)
     raise ValueError(f"{cfg.path}: backend: unknown backend {cfg.backend!r}")

@@ -128,9 +128,10 @@ def _config_text(
     timing: Mapping[str, str] | None = None,
     sections: str = "",
     vips: Sequence[str] = (VIP_CIDR,),
+    backend: str = "linux",
 ) -> str:
     """One node's config file; `sections` (TOML tables) is appended at the end. `vips`: one
-    [[vip]] on eth0 per address (IPv4 or IPv6, with prefix)."""
+    [[vip]] on eth0 per address (IPv4 or IPv6, with prefix). `backend`: [backend] type."""
     peer = "n2" if node == "n1" else "n1"
     addresses = HB_ADDRESSES if heartbeat_net else ADDRESSES
     known = config_keys()
@@ -167,7 +168,7 @@ def _config_text(
                 for line in ("[[vip]]", f'address = "{cidr}"', f'interface = "{IFACE}"', "")
             ),
             "[backend]",
-            'type = "linux"',
+            f'type = "{backend}"',
             "",
             "[metrics]",
             f'listen = "{METRICS}"',
@@ -195,11 +196,18 @@ class Cluster:
         timing: Mapping[str, str] | None = None,
         sections: Callable[[str], str] | None = None,
         vips: Sequence[str] | None = None,
+        wrap: Sequence[str] = (),
+        backend: str = "linux",
     ) -> None:
         """`sections(node)`: extra TOML tables for that node's config (checks, hooks).
         `vips`: the pair's VIPs (with prefix), all on eth0, moving together; default the one
-        IPv4 VIP. The client probes the first IPv6 one if there is one, else the first."""
+        IPv4 VIP. The client probes the first IPv6 one if there is one, else the first.
+        `wrap`: argv put before each daemon's own (e.g. setpriv dropping to a non-root user);
+        it must exec the daemon, so that the pid and the signals stay the daemon's.
+        `backend`: the configs' [backend] type (e.g. "illumos" with a wrap that makes the
+        daemon believe it runs there, tests/fakes/illumos/as_illumos.py)."""
         self.lab = lab
+        self.wrap = tuple(wrap)
         self.vips = tuple(vips) if vips else (VIP_CIDR,)
         addresses = [ipaddress.ip_interface(cidr) for cidr in self.vips]
         v6 = [a for a in addresses if a.version == 6]
@@ -231,6 +239,7 @@ class Cluster:
                 timing=timing,
                 sections=sections(node) if sections is not None else "",
                 vips=self.vips,
+                backend=backend,
             )
             self.config(node).write_text(text)
 
@@ -250,7 +259,10 @@ class Cluster:
         # Where this process's lines begin: evidence about it is read from here on.
         self._offsets[node] = path.stat().st_size if path.exists() else 0
         self._logs[node] = open(path, "a")  # noqa: SIM115 (closed in close())
-        argv = self.lab.python_argv("havip", "run", "--config", str(self.config(node)))
+        argv = [
+            *self.wrap,
+            *self.lab.python_argv("havip", "run", "--config", str(self.config(node))),
+        ]
         proc = self.lab.run(node, argv, stdout=subprocess.DEVNULL, stderr=self._logs[node])
         self.procs[node] = proc
         return proc
@@ -1281,10 +1293,12 @@ def running_cluster(
     timing: Mapping[str, str] | None = None,
     sections: Callable[[str], str] | None = None,
     vips: Sequence[str] | None = None,
+    wrap: Sequence[str] = (),
+    backend: str = "linux",
 ) -> Iterator[Cluster]:
     """A fresh lab with both daemons (unless start=False) and the echo responders (a rogue
-    echo too when the lab has the rogue host); everything removed afterwards. `vips`: see
-    Cluster (e.g. [VIP6_CIDR], or [VIP_CIDR, VIP6_CIDR] for both families)."""
+    echo too when the lab has the rogue host); everything removed afterwards. `vips`, `wrap`,
+    `backend`: see Cluster (e.g. [VIP6_CIDR], or [VIP_CIDR, VIP6_CIDR] for both families)."""
     with Lab(heartbeat_net=heartbeat_net, rogue=rogue) as lab:
         cluster = Cluster(
             lab,
@@ -1295,6 +1309,8 @@ def running_cluster(
             timing=timing,
             sections=sections,
             vips=vips,
+            wrap=wrap,
+            backend=backend,
         )
         try:
             cluster.start_echoes()

@@ -80,6 +80,7 @@ from havip.shell.logs import event
 from havip.shell.maintenance import MaintenanceSwitch
 from havip.shell.metrics import ConflictKind, Metrics, ProbeResult
 from havip.shell.peerlink import PeerLink
+from havip.shell.sdnotify import Notifier
 from havip.shell.transport import client_context, server_context
 
 RECONCILE_EVERY = 5.0
@@ -120,9 +121,11 @@ class _Summary:
 class Daemon:
     """`havip run`: one node of the pair."""
 
-    def __init__(self, cfg: Config, backend: Backend) -> None:
+    def __init__(self, cfg: Config, backend: Backend, *, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.backend = backend
+        # systemd's Type=notify (READY, STATUS, WATCHDOG); silent when not under systemd.
+        self.notifier = notifier if notifier is not None else Notifier(environ={})
         self.loop = asyncio.get_running_loop()
         t = cfg.timing
         self.epochs = EpochStore(cfg.state_dir, cfg.node)
@@ -181,6 +184,7 @@ class Daemon:
         self.tls = _context(cfg)
         self._tls_digest = _digest(cfg.tls)
         self._reloading = False
+        self._status_sent = ""  # the last STATUS= told to systemd
         self.link = PeerLink(
             cfg,
             self.tls,
@@ -292,6 +296,10 @@ class Daemon:
         self._spawn(self._reconcile_loop())
         self._spawn(self._check_loop())
         self.feed(Start(present=present, epoch_known=self.epoch_known))
+        self.notifier.ready(self._status_line())
+        watchdog = self.notifier.watchdog_interval()
+        if watchdog is not None:
+            self._spawn(self._watchdog_loop(watchdog))
         # Everything loaded so far lives as long as the daemon: keep the collector from
         # re-scanning it every time its oldest generation fills.
         gc.freeze()
@@ -368,6 +376,7 @@ class Daemon:
         if self._stopping:
             return
         self._stopping = True
+        self.notifier.stopping()
         self.link.stopping = True
         self.loop.call_later(SHUTDOWN_LIMIT, self.done.set)
         self.feed(Shutdown())
@@ -422,6 +431,10 @@ class Daemon:
         if fo.state is not State.ACTIVE:
             # Adopting a higher epoch from the peer must be durable too.
             self._save_epoch()
+        line = self._status_line()
+        if line != self._status_sent:
+            self._status_sent = line
+            self.notifier.status(line)
         self._arm()
 
     def _save_epoch(self) -> None:
@@ -660,6 +673,7 @@ class Daemon:
         if self._reloading:
             raise CommandRefused("a reload is already running")
         self._reloading = True
+        self.notifier.reloading()
         try:
             return await self._reload(source)
         except CommandRefused as exc:
@@ -674,6 +688,7 @@ class Daemon:
             raise
         finally:
             self._reloading = False
+            self.notifier.reloaded()
 
     async def _reload(self, source: str) -> Reply:
         path = self.cfg.path
@@ -814,6 +829,27 @@ class Daemon:
                 continue
             self.eligibility.witness(heard, self.loop.time())
             self._update_eligibility()
+
+    async def _watchdog_loop(self, interval: float) -> None:
+        """systemd's watchdog: pinged from the event loop itself, so a hung loop stops the
+        pings and systemd restarts the daemon (WatchdogSec=)."""
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def _status_line(self) -> str:
+        """What `systemctl status` shows: state, who owns the VIP, the epoch."""
+        fo = self.failover
+        state = fo.state
+        peer = fo.peer
+        if state is State.ACTIVE:
+            owner = f"{self.cfg.node} (this node)"
+        elif peer is not None and peer.owns:
+            owner = self.cfg.peer_name
+        else:
+            owner = "none known"
+        vips = ",".join(str(v) for v in self.cfg.vips)
+        return f"{state}, VIP {vips} owner {owner}, epoch {fo.epoch}"
 
     async def _reconcile_loop(self) -> None:
         stall = self.cfg.timing.dead_time
