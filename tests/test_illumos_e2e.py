@@ -19,6 +19,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import in_ci
 
+from havip.backends.illumos import split_parsable
 from havip.lab.client import double_answers, first_answer_from, load_samples
 from havip.lab.netns import IFACE, VIP, VIP_CIDR
 from havip.lab.scenario import (
@@ -37,6 +39,7 @@ from havip.lab.scenario import (
     power_off,
     running_cluster,
     sigkill,
+    vip_link_loss,
 )
 
 pytestmark = pytest.mark.netns
@@ -91,8 +94,8 @@ class Illumos:
         """{address object: address} as node's `ipadm show-addr -p` prints them."""
         proc = self.tool(node, "ipadm", "show-addr", "-p", "-o", "addrobj,addr")
         assert proc.returncode == 0, proc.stderr
-        rows = [line.replace("\\:", "\x00").split(":") for line in proc.stdout.splitlines()]
-        return {obj.replace("\x00", ":"): addr.replace("\x00", ":") for obj, addr in rows}
+        rows = [split_parsable(line) for line in proc.stdout.splitlines()]
+        return {obj: addr for obj, addr in rows}
 
     def boot(self, node: str) -> None:
         """node's host reboots: its temporary address objects are gone (fake.py boot)."""
@@ -102,12 +105,16 @@ class Illumos:
 
 
 @contextmanager
-def illumos_cluster(tmp_path: Path, libdlpi_dir: Path) -> Iterator[tuple[Cluster, Illumos]]:
+def illumos_cluster(
+    tmp_path: Path, libdlpi_dir: Path, *, heartbeat_net: bool = False
+) -> Iterator[tuple[Cluster, Illumos]]:
     """Both daemons on the illumos backend (see the module docstring), settled on n1."""
     root = tmp_path / "illumos"
     wrap = [sys.executable, str(FAKES / "as_illumos.py"), "--libdir", str(libdlpi_dir)]
     wrap += ["--fake-root", str(root)]
-    with running_cluster(tmp_path / "lab", wrap=wrap, backend="illumos") as cluster:
+    with running_cluster(
+        tmp_path / "lab", wrap=wrap, backend="illumos", heartbeat_net=heartbeat_net
+    ) as cluster:
         fake = Illumos(root, cluster)
         cluster.settle("n1", timeout=30.0)
         yield cluster, fake
@@ -192,3 +199,39 @@ def test_sigkill_of_the_active_daemon_moves_nothing(tmp_path: Path, libdlpi_dir:
         assert fake.objects("n1").get(OBJECT) == VIP_CIDR
         assert cluster.owns("n1")
         _assert_illumos_path(cluster, fake)
+
+
+def test_owner_link_loss_hands_over_through_ipadm(tmp_path: Path, libdlpi_dir: Path) -> None:
+    """The active n1's VIP link loses carrier (heartbeat on the second network): n1 removes
+    the VIP with ipadm delete-addr and n2 adds it with ipadm create-addr. Which signal made n1
+    give up is printed: without the PF_ROUTE monitor it is the witness miss, not the link
+    (see the next test)."""
+    with illumos_cluster(tmp_path, libdlpi_dir, heartbeat_net=True) as (cluster, fake):
+        before = {node: len(fake.calls(node)) for node in NODES}
+        res = vip_link_loss(cluster, "carrier")
+        gave_up = [
+            ev.get("cause")
+            for ev in cluster.events("n1", "eligibility", res.fault_at)
+            if ev.get("eligible") == "false"
+        ]
+        res.notes.append(f"n1 became ineligible because: {', '.join(map(str, gave_up))}")
+        _show(res)
+        assert cluster.holds_vip("n2") and not cluster.holds_any_vip("n1")
+        assert res.owner == "n2", res.render()
+        assert res.double_answers == 0 and res.two_owners_ms == 0, res.render()
+        assert DELETE in fake.calls("n1")[before["n1"] :]
+        assert CREATE in fake.calls("n2")[before["n2"] :]
+        assert OBJECT not in fake.objects("n1")
+        assert fake.objects("n2").get(OBJECT) == VIP_CIDR
+
+
+def test_link_loss_is_seen_through_dladm(tmp_path: Path, libdlpi_dir: Path) -> None:
+    """No PF_ROUTE monitor: the daemon must carry on with dladm queries, so the owner learns
+    of its link going down from `dladm show-link`, as it would from the monitor."""
+    with illumos_cluster(tmp_path, libdlpi_dir, heartbeat_net=True) as (cluster, fake):
+        fault_at = time.time()
+        before = len(fake.calls("n1"))
+        cluster.lab.vip_link_down("n1", "carrier")
+        cluster.wait_event("n1", "link", fault_at, 5.0, carrier="false")
+        asked = fake.calls("n1")[before:]
+        assert ["dladm", "show-link", "-p", "-o", "link,state", IFACE] in asked

@@ -669,3 +669,43 @@ def test_linux_link_monitor_recovers_from_overflow(lan: VethPair) -> None:
     assert final["o0"] == [False, False, False]
     assert final["o1"] == [False, False, False]
     assert final["v0"] == [True, True, True]  # only a dump reports v0: it did not change
+
+
+class _NoMonitorBackend(DryRunBackend):
+    """A platform whose link monitor cannot be opened (PF_ROUTE refused): links are asked."""
+
+    def __init__(self, node: str, lan_dir: Path) -> None:
+        super().__init__(node, lan_dir)
+        self.state = UP
+        self.asked = 0
+
+    def open_link_monitor(self) -> Any:
+        raise BackendError(BackendOp.LINK, None, "cannot open a routing socket")
+
+    def link_state(self, interface: str) -> LinkState:
+        self.asked += 1
+        return self.state
+
+
+def test_without_a_link_monitor_every_check_asks_for_the_links(tmp_path: Path) -> None:
+    """Issue 7 (found by the illumos lab run): a monitor that cannot open must not freeze the
+    link state at its start-up value; each periodic check (and poll_links) asks instead."""
+    backend = _NoMonitorBackend("n1", tmp_path)
+    watch, seen = _watch(backend)
+
+    async def main() -> None:
+        await watch.start()
+        try:
+            assert watch.link("v0") == UP
+            backend.state = LinkState(exists=True, up=True, carrier=False)
+            await watch.poll_links()
+            assert watch.link("v0").carrier is False
+            assert seen.links[-1] == ("v0", backend.state)
+            backend.state = UP
+            await watch.check(probe_vips=False, window=0.01)
+            assert watch.link("v0") == UP and seen.links[-1] == ("v0", UP)
+        finally:
+            watch.close()
+
+    asyncio.run(main())
+    assert backend.asked >= 3

@@ -814,6 +814,7 @@ class Daemon:
             await asyncio.sleep(CHECK_EVERY)
             owns = self.failover.state is State.ACTIVE
             if not lan.has_witnesses and not owns:
+                await lan.poll_links()  # nothing to ask the LAN; the links still matter
                 continue
             links_before = self._link_events
             heard = await lan.check(probe_vips=owns, window=self.cfg.timing.probe_window)

@@ -224,9 +224,18 @@ class LanWatch:
         finally:
             self._rounds.discard(round_)
 
+    async def poll_links(self) -> None:
+        """Without a link monitor (it cannot be opened: say PF_ROUTE on illumos), ask for the
+        link states instead. Called by every periodic check, so a dead link is still seen
+        within a check interval rather than never."""
+        if self._monitor is None and not self._open_monitor():
+            await self._refresh_links()
+
     async def _check(self, probe_vips: bool, window: float) -> bool | None:
         loop = self._running()
-        reopened = self._monitor is None and self._open_monitor()
+        monitored = self._monitor is not None
+        await self.poll_links()
+        reopened = not monitored and self._monitor is not None
         if reopened or any(interface not in self._links for interface in self._vips):
             await self._refresh_links()  # events were missed, or the first query failed
         await self._ensure_open()

@@ -44,10 +44,8 @@ def _config_node(args: list[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 7 or argv[0] != "--libdir" or argv[2] != "--fake-root" or argv[5:7] != [
-        "-m",
-        "havip",
-    ]:
+    flags_ok = argv[0:1] == ["--libdir"] and argv[2:3] == ["--fake-root"]
+    if len(argv) < 7 or not flags_ok or argv[5:7] != ["-m", "havip"]:
         sys.exit(f"{USAGE}\ngot: {argv}")
     libdir, root, havip_args = argv[1], Path(argv[3]), argv[7:]
     if os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)[0] != libdir:
