@@ -10,11 +10,20 @@ MIN_STAMP := $(MIN_VENV)/.installed
 .PHONY: demo test test-min lint unit bench soak deps venv clean install uninstall
 
 # Debian packages the demo and the namespace tests need (root only; skipped otherwise).
+# prometheus gives promtool (tests/test_prometheus.py checks deploy/prometheus/) and the server
+# the lab test runs in a namespace (tests/test_prometheus_e2e.py). Without its recommended
+# node exporter; a service the package itself started is stopped and disabled again: the tests
+# start their own, nothing listens on the host.
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  need=""; command -v ip >/dev/null || need="$$need iproute2"; \
 	  command -v nft >/dev/null || need="$$need nftables"; \
-	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
+	  command -v promtool >/dev/null && command -v prometheus >/dev/null || need="$$need prometheus"; \
+	  if [ -n "$$need" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; \
+	    case "$$need" in *prometheus*) if [ -d /run/systemd/system ]; then \
+	      systemctl disable --now prometheus.service >/dev/null 2>&1 || true; fi ;; esac; \
+	  fi; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -1,4 +1,5 @@
-"""The `havip` command line. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error."""
+"""The `havip` command line. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error
+(`havip status`: 0 healthy, 1 degraded, 2 unreachable or a config error)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from havip import __version__
 from havip.config import Config, ConfigError, load_config
+from havip.core.states import Cause, State
 
 if TYPE_CHECKING:
     from havip.shell.logs import LogFormat
@@ -45,10 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
 
     status = sub.add_parser(
-        "status", help="ask the running daemon how it stands (over its control socket)"
+        "status",
+        help="how this node stands, on one screen (asked over the control socket); "
+        "exit 0 healthy, 1 degraded, 2 unreachable",
     )
     status.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object on stdout (also when the daemon is unreachable)",
+    )
 
     handover = sub.add_parser(
         "handover", help="planned switchover: the active node hands the VIP to its peer"
@@ -260,27 +271,6 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
-def _status(path: Path, as_json: bool) -> int:
-    from havip.shell.control import ControlError, query
-
-    cfg = _load(path)
-    if cfg is None:
-        return EXIT_CONFIG
-    if cfg.control_socket is None:  # only configs built in code have none
-        _err(f"{path}: no control_socket to ask")
-        return EXIT_CONFIG
-    try:
-        st = query(cfg.control_socket, "status")
-    except ControlError as exc:
-        _err(str(exc))
-        return EXIT_RUNTIME
-    if as_json:
-        print(json.dumps(st, indent=2, sort_keys=True))
-        return EXIT_OK
-    print(format_status(st))
-    return EXIT_OK
-
-
 def _command(path: Path, cmd: str, timeout: float, args: dict[str, object] | None = None) -> int:
     """An operator command over the control socket: print the daemon's one-line answer."""
     from havip.shell.control import CommandRefused, ControlError, query
@@ -305,58 +295,400 @@ def _command(path: Path, cmd: str, timeout: float, args: dict[str, object] | Non
     return EXIT_OK
 
 
-def format_status(st: dict[str, object]) -> str:
-    """Human lines for `havip status`."""
-    since = st.get("since")
-    when = (
-        datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
-        if isinstance(since, int | float)
-        else "?"
-    )
-    lines = [
-        f"node     {st.get('node')} ({st.get('role')}), havip {st.get('version')}",
-        f"state    {st.get('state')} since {when} ({st.get('reason')}), epoch {st.get('epoch')}",
-    ]
-    vips = st.get("vips")
-    if isinstance(vips, list):
-        for vip in vips:
-            if isinstance(vip, dict):
-                held = "held here" if vip.get("present") else "not here"
-                lines.append(f"vip      {vip.get('address')} on {vip.get('interface')}: {held}")
+# --- havip status ----------------------------------------------------------------------------
+
+EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2  # `havip status` only
+VETO_LONG = 60.0  # seconds a node may want the VIP without taking it before status complains
+CERT_WARN_DAYS = 21  # a certificate expiring sooner makes status degraded
+DAY = 86400.0
+
+#: The keys of the daemon's status dict (Daemon.status(), also served on /status): the README's
+#: `status --json` table documents exactly these plus CLIENT_FIELDS (tests keep all three equal).
+STATUS_FIELDS = frozenset(
+    {
+        "node",
+        "peer",
+        "role",
+        "state",
+        "reason",
+        "since",
+        "epoch",
+        "owns_vip",
+        "owner",
+        "eligible",
+        "ineligible_cause",
+        "maintenance",
+        "maintenance_since",
+        "checks",
+        "fencing",
+        "fence_failed",
+        "isolated",
+        "suspect",
+        "waiting",
+        "vetoed_by",
+        "last_claim",
+        "witnesses",
+        "witness_warnings",
+        "vips",
+        "peer_connected",
+        "peer_state",
+        "peer_owns_vip",
+        "peer_epoch",
+        "peer_eligible",
+        "peer_ineligible_cause",
+        "peer_mac",
+        "rtt_seconds",
+        "last_keepalive_age_seconds",
+        "certificates",
+        "backend",
+        "version",
+    }
+)
+#: What `havip status --json` adds to the daemon's dict (and all it prints, with node, peer
+#: and role from the config, when the daemon cannot be asked).
+CLIENT_FIELDS = frozenset({"reachable", "error", "health", "problems", "control_socket"})
+VIP_FIELDS = frozenset({"address", "interface", "present", "link"})
+CHECK_FIELDS = frozenset(
+    {
+        "name",
+        "kind",
+        "target",
+        "state",
+        "passing",
+        "last_outcome",
+        "last_duration_seconds",
+        "consecutive_failures",
+        "last_output",
+        "last_run",
+    }
+)
+CERT_FIELDS = frozenset({"not_after", "subject_cn"})
+CERT_ROLES = ("own", "peer", "ca")
+
+
+class Problem(StrEnum):
+    """Why `havip status` calls a node degraded (the `code` of each entry of `problems`)."""
+
+    FAULT = "fault"  # state FAULT: the VIP backend failed here
+    STOPPING = "stopping"  # state STOPPED: the daemon is shutting down
+    TWO_OWNERS = "two_owners"  # this node and its peer both hold the VIP
+    NO_OWNER = "no_owner"  # connected, and neither node holds the VIP
+    VIP_MISSING = "vip_missing"  # ACTIVE, but a VIP is not on its interface here
+    PEER_DISCONNECTED = "peer_disconnected"  # no live link to the peer: no failover partner
+    INELIGIBLE = "ineligible"  # this node may not hold the VIP (cause in the text)
+    PEER_INELIGIBLE = "peer_ineligible"  # the peer says it may not hold the VIP
+    CHECK_FAILING = "check_failing"  # a health check does not pass (one entry per check)
+    ISOLATED = "isolated"  # the takeover probes hear no witness
+    SUSPECT = "suspect"  # holds the VIP but hears no witness: not announcing it
+    FENCE_FAILED = "fence_failed"  # the fence hook failed
+    STUCK = "stuck"  # has wanted the VIP for over VETO_LONG without taking it (vetoed...)
+    CERT_EXPIRING = "cert_expiring"  # own, peer or CA certificate ends within CERT_WARN_DAYS
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One reason a node is degraded: a stable code and a one-line sentence."""
+
+    code: Problem
+    text: str
+
+
+#: What each state means, after its name in capitals (ACTIVE and STANDBY depend on eligibility).
+_STATE_WORDS: dict[str, str] = {
+    State.INIT: "starting: waiting briefly for the peer",
+    State.PROBING: "checking that nobody answers for the VIP, then taking it",
+    State.FAULT: "the VIP backend failed here: holds nothing, retries",
+    State.STOPPED: "shut down",
+}
+_CAUSE_WORDS: dict[str, str] = {
+    Cause.LINK_DOWN: "the VIP interface is down",
+    Cause.NO_CARRIER: "the VIP interface has no carrier",
+    Cause.NO_INTERFACE: "the VIP interface does not exist",
+    Cause.NO_WITNESS: "no witness answers",
+    Cause.CHECK_FAILED: "a health check fails",
+    Cause.MAINTENANCE: "in maintenance (`havip maintenance off` ends it)",
+}
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _dicts(value: object) -> list[dict[str, object]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _when(ts: object) -> str:
+    t = _num(ts)
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds") if t is not None else "?"
+
+
+def _span(seconds: float) -> str:
+    """A rough human duration: 45 s, 12 min, 3 h 5 min, 4 days."""
+    s = int(max(seconds, 0.0))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 2 * 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} days"
+
+
+def state_words(state: object, eligible: object, *, owns: object = None) -> str:
+    """`STATE: what it means`, e.g. `STANDBY: ready to take over`, `ACTIVE: holds the VIP`."""
+    name = str(state).upper() if state is not None else "UNKNOWN"
+    if state == "active":
+        words = "holds the VIP" if eligible is not False else "holds the VIP although not eligible"
+    elif state == "standby":
+        words = (
+            "ready to take over" if eligible is not False else "not eligible, will not take over"
+        )
+    else:
+        words = _STATE_WORDS.get(str(state), "unknown state")
+    if state != "active" and owns is True:
+        words += " (still holds the VIP)"
+    elif state == "active" and owns is False:
+        words += " (reports it does not)"
+    return f"{name}: {words}"
+
+
+def _owner(st: Mapping[str, object]) -> tuple[str, str]:
+    """(who, words): who is "self", "peer", "both", "nobody" or "unknown"."""
+    node, peer = st.get("node"), st.get("peer")
+    here, there = st.get("owns_vip") is True, st.get("peer_owns_vip") is True
+    if here and there:
+        return "both", f"BOTH nodes ({node} and {peer}) hold the VIP!"
+    owner = st.get("owner") if "owner" in st else (node if here else peer if there else None)
+    if owner is not None and owner == node:
+        return "self", f"this node ({node})"
+    if owner is not None and owner == peer:
+        return "peer", f"the peer ({peer})"
+    if owner is not None:
+        return "unknown", f"{owner} (not a node of this pair)"
+    if st.get("peer_connected"):
+        return "nobody", "nobody! neither node holds the VIP"
+    return "unknown", "unknown: not this node, and the peer is not connected"
+
+
+def _certs(st: Mapping[str, object]) -> list[tuple[str, str, float | None]]:
+    """(role, subject, not_after) for own, peer and CA; not_after None when unknown."""
+    certs = st.get("certificates")
+    if not isinstance(certs, dict):
+        return []
+    out: list[tuple[str, str, float | None]] = []
+    for role in CERT_ROLES:
+        entry = certs.get(role)
+        entry = entry if isinstance(entry, dict) else {}
+        subject = entry.get("subject_cn")
+        out.append((role, str(subject) if subject else "?", _num(entry.get("not_after"))))
+    return out
+
+
+def _days_left(not_after: float, now: float) -> str:
+    left = not_after - now
+    if left <= 0:
+        return f"EXPIRED {_span(-left)} ago"
+    return f"{int(left // DAY)} days left (until {_when(not_after)[:10]})"
+
+
+def assess(st: Mapping[str, object], now: float) -> list[Finding]:
+    """Why the node is degraded, in the order an operator should look (empty: healthy).
+
+    `st` is the daemon's status dict; `now` is the wall clock (unix seconds)."""
+    out: list[Finding] = []
+
+    def add(code: Problem, text: str) -> None:
+        out.append(Finding(code=code, text=text))
+
+    node, peer, state = st.get("node"), st.get("peer"), st.get("state")
+    if state == "fault":
+        add(Problem.FAULT, "state FAULT: the VIP backend failed here (see the log)")
+    elif state == "stopped":
+        add(Problem.STOPPING, "the daemon is shutting down")
+    who, _ = _owner(st)
+    if who == "both":
+        add(Problem.TWO_OWNERS, f"both {node} and {peer} hold the VIP")
+    elif who == "nobody" and state != "init":
+        add(Problem.NO_OWNER, "neither node holds the VIP")
+    if state == "active":
+        for vip in _dicts(st.get("vips")):
+            if vip.get("present") is False:
+                where = f"{vip.get('address')} on {vip.get('interface')}"
+                add(Problem.VIP_MISSING, f"ACTIVE, but {where} is not there")
+    if st.get("peer_connected") is not True:
+        add(Problem.PEER_DISCONNECTED, f"the peer {peer} is not connected: no failover partner")
     if st.get("eligible") is False:
+        cause = st.get("ineligible_cause")
+        words = _CAUSE_WORDS.get(str(cause), str(cause))
+        add(Problem.INELIGIBLE, f"this node is not eligible ({cause}): {words}")
+    cause = st.get("peer_ineligible_cause")
+    if st.get("peer_connected") is True and (st.get("peer_eligible") is False or cause):
+        words = _CAUSE_WORDS.get(str(cause), str(cause))
+        add(Problem.PEER_INELIGIBLE, f"the peer {peer} is not eligible ({cause}): {words}")
+    for check in _dicts(st.get("checks")):
+        passing = check.get("passing")
+        if passing is False or (passing is None and check.get("state") not in ("up", "falling")):
+            add(Problem.CHECK_FAILING, f"health check {check.get('name')} is {check.get('state')}")
+    if st.get("isolated") is True:
+        add(Problem.ISOLATED, "the takeover probes hear no witness: cannot take over")
+    if st.get("suspect") is True:
+        add(Problem.SUSPECT, "holds the VIP but hears no witness: not announcing it")
+    if st.get("fence_failed") is True:
+        add(Problem.FENCE_FAILED, "the fence hook failed")
+    since = _num(st.get("since"))
+    if state == "probing" and since is not None and now - since > VETO_LONG:
+        why = st.get("waiting") or (
+            f"{st.get('vetoed_by')} still answers for the VIP" if st.get("vetoed_by") else None
+        )
+        add(
+            Problem.STUCK,
+            f"has wanted the VIP for {_span(now - since)} without taking it"
+            + (f": {why}" if why else ""),
+        )
+    for role, subject, not_after in _certs(st):
+        if not_after is not None and not_after - now < CERT_WARN_DAYS * DAY:
+            whose = {"own": "this node's", "peer": "the peer's"}.get(role, "the CA")
+            add(
+                Problem.CERT_EXPIRING,
+                f"{whose} certificate ({subject}) ends within {CERT_WARN_DAYS} days: "
+                f"{_days_left(not_after, now)}",
+            )
+    return out
+
+
+def format_status(st: Mapping[str, object], now: float | None = None) -> str:
+    """The screen `havip status` prints: a headline, then one labelled line per fact."""
+    now = time.time() if now is None else now
+    findings = assess(st, now)
+    node, peer, role = st.get("node"), st.get("peer"), st.get("role")
+    eligible = st.get("eligible")
+    health = f"DEGRADED ({len(findings)})" if findings else "healthy"
+    mine = state_words(st.get("state"), eligible, owns=st.get("owns_vip"))
+    lines = [f"{node}: {role}, {mine}; {health}"]
+    since = _num(st.get("since"))
+    ago = f" ({_span(now - since)} ago)" if since is not None else ""
+    lines.append(
+        f"state    {str(st.get('state')).upper()} since {_when(since)}{ago}, "
+        f"reason {st.get('reason')}, epoch {st.get('epoch')}"
+    )
+    lines.append(f"owner    {_owner(st)[1]}")
+    for vip in _dicts(st.get("vips")):
+        held = "held here" if vip.get("present") else "not here"
+        link = f" (link {vip.get('link')})" if vip.get("link") else ""
+        lines.append(f"vip      {vip.get('address')} on {vip.get('interface')}: {held}{link}")
+    if eligible is False:
         lines.append(f"eligible no ({st.get('ineligible_cause')})")
+    elif eligible is True:
+        lines.append("eligible yes")
     if st.get("maintenance"):
         set_at = st.get("maintenance_since")
-        at = (
-            datetime.fromtimestamp(set_at, UTC).isoformat(timespec="seconds")
-            if isinstance(set_at, int | float)
-            else "an unknown time"
-        )
+        at = _when(set_at) if _num(set_at) is not None else "an unknown time"
         lines.append(f"maint.   on since {at}: `havip maintenance off` to end it")
-    checks = st.get("checks")
-    if isinstance(checks, list):
-        for check in checks:
-            if isinstance(check, dict):
-                took = check.get("last_duration_seconds")
-                took_text = f" in {took * 1000:.0f} ms" if isinstance(took, float) else ""
-                out = check.get("last_output")
-                lines.append(
-                    f"check    {check.get('name')} ({check.get('kind')} {check.get('target')}): "
-                    f"{check.get('state')}, last {check.get('last_outcome')}{took_text}"
-                    + (f": {out}" if out else "")
-                )
+    for check in _dicts(st.get("checks")):
+        took = _num(check.get("last_duration_seconds"))
+        took_text = f" in {took * 1000:.0f} ms" if took is not None else ""
+        out = check.get("last_output")
+        lines.append(
+            f"check    {check.get('name')} ({check.get('kind')} {check.get('target')}): "
+            f"{check.get('state')}, last {check.get('last_outcome')}{took_text}"
+            + (f": {out}" if out else "")
+        )
     if st.get("waiting"):
         lines.append(f"waiting  {st.get('waiting')}")
     if st.get("peer_connected"):
-        rtt = st.get("rtt_seconds")
-        rtt_text = f", rtt {rtt * 1000:.2f} ms" if isinstance(rtt, float) else ""
-        owns = "holds the VIP" if st.get("peer_owns_vip") else "does not hold the VIP"
         cause = st.get("peer_ineligible_cause")
+        peer_words = state_words(
+            st.get("peer_state"), st.get("peer_eligible"), owns=st.get("peer_owns_vip")
+        )
         why = f" (not eligible: {cause})" if cause else ""
-        lines.append(f"peer     {st.get('peer')}: {st.get('peer_state')}{why}, {owns}{rtt_text}")
+        lines.append(f"peer     {peer}: connected, {peer_words}{why}")
+        age, rtt = _num(st.get("last_keepalive_age_seconds")), _num(st.get("rtt_seconds"))
+        heard = [f"last keepalive {age:.1f} s ago" if age is not None else None]
+        heard.append(f"rtt {rtt * 1000:.2f} ms" if rtt is not None else None)
+        if any(heard):
+            lines.append(f"link     {', '.join(h for h in heard if h)}")
     else:
-        lines.append(f"peer     {st.get('peer')}: not connected")
+        age = _num(st.get("last_keepalive_age_seconds"))
+        ago = f" (last heard {age:.1f} s ago)" if age is not None else ""
+        lines.append(f"peer     {peer}: NOT CONNECTED{ago}")
+    for cert_role, subject, not_after in _certs(st):
+        label = "CA" if cert_role == "ca" else cert_role
+        if not_after is None:
+            lines.append(f"cert     {label}: unknown")
+        else:
+            lines.append(f"cert     {label} {subject}: {_days_left(not_after, now)}")
+    warnings = st.get("witness_warnings")
+    if isinstance(warnings, list):
+        lines.extend(f"warning  {w}" for w in warnings)
+    lines.extend(f"problem  {f.text}" for f in findings)
+    lines.append(f"version  havip {st.get('version')}, backend {st.get('backend')}")
     return "\n".join(lines)
+
+
+def status_json(
+    st: Mapping[str, object] | None, now: float, *, error: str | None = None, **known: object
+) -> dict[str, object]:
+    """What `status --json` prints: the daemon's dict with reachable/error/health/problems,
+    or, when `st` is None (not asked or no answer), those four with the `known` fields."""
+    if st is None:
+        return {
+            **known,
+            "reachable": False,
+            "error": error,
+            "health": "unreachable",
+            "problems": [],
+        }
+    findings = assess(st, now)
+    return {
+        **st,
+        **known,
+        "reachable": True,
+        "error": None,
+        "health": "degraded" if findings else "healthy",
+        "problems": [{"code": f.code.value, "text": f.text} for f in findings],
+    }
+
+
+def _status(path: Path, as_json: bool) -> int:
+    """`havip status`: exit 0 healthy, 1 degraded, 2 unreachable or a config error.
+
+    Problems go to stderr as one line each; with --json stdout gets an object in every case."""
+    from havip.shell.control import ControlError, query
+
+    known: dict[str, object] = {"node": None, "peer": None, "role": None, "control_socket": None}
+
+    def unreachable(errors: Sequence[str]) -> int:
+        for line in errors:
+            _err(line)
+        if as_json:
+            out = status_json(None, time.time(), error="; ".join(errors), **known)
+            print(json.dumps(out, indent=2, sort_keys=True))
+        return EXIT_UNREACHABLE
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        return unreachable(exc.errors or [f"{path}: cannot load"])
+    known.update(
+        node=cfg.node,
+        peer=cfg.peer_name,
+        role="primary" if cfg.is_primary else "standby",
+        control_socket=str(cfg.control_socket) if cfg.control_socket else None,
+    )
+    if cfg.control_socket is None:  # only configs built in code have none
+        return unreachable([f"{path}: no control_socket to ask"])
+    try:
+        st = query(cfg.control_socket, "status")
+    except ControlError as exc:
+        return unreachable([str(exc)])
+    now = time.time()
+    if as_json:
+        out = status_json(st, now, control_socket=known["control_socket"])
+        print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        print(format_status(st, now))
+    return EXIT_DEGRADED if assess(st, now) else EXIT_HEALTHY
 
 
 def _pki(args: argparse.Namespace) -> int:

@@ -177,6 +177,9 @@ class Config:
     checks: tuple[Check, ...] = ()
     hooks: Hooks = Hooks()
     address_tool: str = "ipadm"  # illumos only: "ipadm", or "ifconfig" (addif/removeif)
+    # An exporter-toolkit web-config file (TLS, client certs, basic auth) for the metrics
+    # endpoint; checked at load (havip.shell.webconfig). None: plain HTTP.
+    metrics_web_config: Path | None = None
 
     @property
     def is_primary(self) -> bool:
@@ -454,7 +457,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "timing": ("profile", *(name for name in Timing.__dataclass_fields__)),
     "vip": ("address", "interface", "allow_offlink"),
     "backend": ("type", "lan_dir", "address_tool"),
-    "metrics": ("listen",),
+    "metrics": ("listen", "web_config"),
     "check": ("name", "command", "tcp", "interval", "timeout", "rise", "fall"),
     "hooks": tuple(Hooks.__dataclass_fields__),
 }
@@ -619,6 +622,7 @@ class _Loader:
         witnesses = self.witnesses(vips, listen, peer_address)
         backend, lan_dir, address_tool = self.backend(vips)
         metrics_listen = self.metrics()
+        metrics_web_config = self.metrics_web_config()
         checks = self.checks()
         hooks = self.hooks()
         if metrics_listen is not None and listen is not None and metrics_listen[1] == listen[1]:
@@ -648,6 +652,7 @@ class _Loader:
             lan_dir=lan_dir,
             address_tool=address_tool,
             metrics_listen=metrics_listen,
+            metrics_web_config=metrics_web_config,
             state_dir=DEFAULT_STATE_DIR if state_dir is None else state_dir,
             control_socket=control_socket,
             witnesses=witnesses,
@@ -985,6 +990,22 @@ class _Loader:
         except ValueError as exc:
             self.error("metrics.listen", f'{exc}; or "off" to disable')
             return None
+
+    def metrics_web_config(self) -> Path | None:
+        table = self.data.get("metrics", {})  # its keys are checked by metrics()
+        if not isinstance(table, dict):
+            return None
+        path = self.path_value(table, "web_config", "metrics.web_config", required=False)
+        if path is None:
+            return None
+        from havip.shell.webconfig import WebConfigError, load_web_config
+
+        try:
+            load_web_config(path)
+        except WebConfigError as exc:
+            self.error("metrics.web_config", str(exc))
+            return None
+        return path
 
 
 # --- the machine it runs on ------------------------------------------------------------

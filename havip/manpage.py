@@ -195,14 +195,16 @@ _EXIT = [
     ("0", "Success."),
     (
         "1",
-        "Runtime failure: the daemon cannot bind or start, status cannot reach the daemon, or "
-        "the daemon refused handover, maintenance or reload.",
+        "Runtime failure: the daemon cannot bind or start, or the daemon refused handover, "
+        "maintenance or reload. For status: the pair is degraded (see havip status in the "
+        "README).",
     ),
     (
         "2",
         "Usage or configuration error, including pki init refusing to overwrite a key "
-        "without --force and reload with a config that does not load. A service manager "
-        "should not restart the daemon after exit status 2.",
+        "without --force and reload with a config that does not load; for status, the "
+        "daemon is unreachable. A service manager should not restart the daemon after exit "
+        "status 2.",
     ),
 ]
 

@@ -59,8 +59,8 @@ class Harness:
             vips=(VIP,),
             epochs=self.epochs,
             metrics=Metrics(
-                node="n1", peer="n2", vips=[V], states=list(State), reasons=list(Reason),
-                version="test",
+                node="n1", peer="n2", vips=[(VIP.ip, VIP.interface)], states=list(State),
+                reasons=list(Reason), version="test",
             ),
             feed=self.fed.append,
             state=lambda: self.state,

@@ -64,7 +64,8 @@ def hang_command(pid_file: Path) -> tuple[str, ...]:
 
 
 def make_metrics() -> Metrics:
-    return Metrics(node="n1", peer="n2", vips=VIPS, states=(), reasons=(), version="0")
+    vips = [(v, "eth0") for v in VIPS]
+    return Metrics(node="n1", peer="n2", vips=vips, states=(), reasons=(), version="0")
 
 
 def hook_runs(m: Metrics, hook: str, outcome: str) -> float | None:

@@ -43,6 +43,7 @@ TIMING = Timing(
     preempt_delay=0.2,
 )
 VIP = Vip(address=IPv4Interface("198.18.0.100/24"), interface="lo")
+VIP_LABELS = {"vip": "198.18.0.100", "interface": "lo"}  # its metric labels
 MAC = b"\x02\x00\x00\x00\x00\x02"
 # Long enough for a failback after preempt_delay (test_sigterm_hands_over_then_primary_fails_back
 # shows one happens within it: the positive control for the "nothing moved" window below).
@@ -216,7 +217,7 @@ def test_pair_settles_primary_active_keepalives_flow(certs: Certs, tmp_path: Pat
             assert n1.holds() and not n2.holds()
             assert n1.sample("havip_peer_connected") == 1
             assert n2.sample("havip_keepalive_rtt_seconds_count") > 0
-            assert n1.sample("havip_vip_owned", {"vip": str(VIP)}) == 1
+            assert n1.sample("havip_vip_owned", VIP_LABELS) == 1
             assert n1.sample("havip_state", {"state": "active"}) == 1
             assert n1.sample("havip_epoch") == 1
             status = n2.d.status()
@@ -280,7 +281,7 @@ def test_crash_of_active_daemon_is_vetoed_until_host_goes_silent(
             await n1.crash()
             assert n1.holds()  # a crashed daemon's host still serves the VIP
             await until(
-                lambda: n2.sample("havip_takeovers_vetoed_total", {"vip": str(VIP)}) >= 3,
+                lambda: n2.sample("havip_takeovers_vetoed_total", VIP_LABELS) >= 3,
                 "vetoed probes",
             )
             assert n2.state is State.PROBING and not n2.holds()
@@ -554,7 +555,7 @@ def test_a_lasting_veto_shows_who_answers_and_why_the_node_waits(
             assert status["state"] == "probing" and status["vetoed_by"] == mac
             assert mac is not None and mac in str(status["waiting"])
             assert not n2.holds()
-            assert n2.sample("havip_takeovers_vetoed_total", {"vip": str(VIP)}) >= 1
+            assert n2.sample("havip_takeovers_vetoed_total", VIP_LABELS) >= 1
             rogue.unlink()  # the other host lets go
             await until(lambda: n2.holds() and n2.state is State.ACTIVE, "n2 takes over")
             assert n2.d.status()["waiting"] is None

@@ -736,3 +736,39 @@ def test_systemd_hears_ready_status_watchdog_reload_and_stopping(tmp_path: Path)
     reloading = next(i for i, m in enumerate(heard) if "RELOADING=1" in m)
     assert any("READY=1" in m for m in heard[reloading + 1 :]), "READY=1 after the reload"
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_start_and_a_handover_log_info_and_a_failover_logs_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 8: `journalctl -p warning` shows failovers, not routine starts or handovers."""
+    certs = _havip_certs(tmp_path / "pki")
+
+    def levels(to: str, reason: str) -> list[int]:
+        return [
+            r.levelno
+            for r in caplog.records
+            if "event=transition" in r.getMessage()
+            and f"to={to} " in r.getMessage()
+            and f"reason={reason} " in r.getMessage()
+        ]
+
+    async def body() -> None:
+        async with pair(certs, tmp_path) as p:
+            n1, n2 = p.nodes["n1"], p.nodes["n2"]
+            await p.command("n1", "handover")
+            await until(lambda: n2.state is State.ACTIVE, "handed over")
+            await p.command("n2", "handover")
+            await until(lambda: n1.state is State.ACTIVE, "handed back")
+            await n1.crash()
+            assert n1.cfg.lan_dir is not None
+            (n1.cfg.lan_dir / str(VIP.ip) / "n1").unlink()
+            await until(lambda: n2.state is State.ACTIVE, "failover")
+            await until(lambda: n2.sample("havip_takeover_duration_seconds_count") == 1, "timed")
+
+    with caplog.at_level(logging.INFO, logger="havip"):
+        run(body())
+    assert levels("active", "probe_silent")[0] == logging.INFO  # n1's cold start
+    assert set(levels("active", "peer_resigned")) == {logging.INFO}
+    assert set(levels("standby", "handover")) == {logging.INFO}
+    assert levels("active", "probe_silent")[-1] == logging.WARNING  # n2's failover

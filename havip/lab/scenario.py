@@ -129,9 +129,11 @@ def _config_text(
     sections: str = "",
     vips: Sequence[str] = (VIP_CIDR,),
     backend: str = "linux",
+    metrics_on_lan: bool = False,
 ) -> str:
     """One node's config file; `sections` (TOML tables) is appended at the end. `vips`: one
-    [[vip]] on eth0 per address (IPv4 or IPv6, with prefix). `backend`: [backend] type."""
+    [[vip]] on eth0 per address (IPv4 or IPv6, with prefix). `backend`: [backend] type.
+    `metrics_on_lan`: /metrics listens on the node's LAN address (see metrics_address)."""
     peer = "n2" if node == "n1" else "n1"
     addresses = HB_ADDRESSES if heartbeat_net else ADDRESSES
     known = config_keys()
@@ -171,11 +173,17 @@ def _config_text(
             f'type = "{backend}"',
             "",
             "[metrics]",
-            f'listen = "{METRICS}"',
+            f'listen = "{metrics_address(node, metrics_on_lan)}"',
             "",
             sections,
         ]
     )
+
+
+def metrics_address(node: str, on_lan: bool = False) -> str:
+    """HOST:PORT of node's /metrics: its own loopback, or its LAN address (for a scraper in
+    another namespace, e.g. a Prometheus in the client's)."""
+    return f"{ADDRESSES[node]}:{METRICS.rsplit(':', 1)[1]}" if on_lan else METRICS
 
 
 class Cluster:
@@ -198,6 +206,7 @@ class Cluster:
         vips: Sequence[str] | None = None,
         wrap: Sequence[str] = (),
         backend: str = "linux",
+        metrics_on_lan: bool = False,
     ) -> None:
         """`sections(node)`: extra TOML tables for that node's config (checks, hooks).
         `vips`: the pair's VIPs (with prefix), all on eth0, moving together; default the one
@@ -205,8 +214,10 @@ class Cluster:
         `wrap`: argv put before each daemon's own (e.g. setpriv dropping to a non-root user);
         it must exec the daemon, so that the pid and the signals stay the daemon's.
         `backend`: the configs' [backend] type (e.g. "illumos" with a wrap that makes the
-        daemon believe it runs there, tests/fakes/illumos/as_illumos.py)."""
+        daemon believe it runs there, tests/fakes/illumos/as_illumos.py).
+        `metrics_on_lan`: each daemon's /metrics listens on its LAN address (metrics_address)."""
         self.lab = lab
+        self.metrics_on_lan = metrics_on_lan
         self.wrap = tuple(wrap)
         self.vips = tuple(vips) if vips else (VIP_CIDR,)
         addresses = [ipaddress.ip_interface(cidr) for cidr in self.vips]
@@ -240,6 +251,7 @@ class Cluster:
                 sections=sections(node) if sections is not None else "",
                 vips=self.vips,
                 backend=backend,
+                metrics_on_lan=metrics_on_lan,
             )
             self.config(node).write_text(text)
 
@@ -357,7 +369,9 @@ class Cluster:
         """node's /metrics text (from inside its namespace)."""
         code = (
             "import urllib.request;"
-            f"print(urllib.request.urlopen('http://{METRICS}/metrics', timeout=5).read().decode())"
+            "print(urllib.request.urlopen("
+            f"'http://{metrics_address(node, self.metrics_on_lan)}/metrics', timeout=5"
+            ").read().decode())"
         )
         done = self.lab.exec(node, [sys.executable, "-c", code], check=False)
         if done.returncode != 0:
@@ -375,6 +389,8 @@ class Cluster:
                 f"`havip status --json` for {node} exited {done.returncode}: "
                 f"{(done.stderr or done.stdout).strip()[-300:]}"
             ) from None
+        if data.get("reachable") is False:
+            raise ScenarioError(f"`havip status` for {node}: {data.get('error')}")
         return data
 
     def wait(self, what: str, cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -1295,10 +1311,12 @@ def running_cluster(
     vips: Sequence[str] | None = None,
     wrap: Sequence[str] = (),
     backend: str = "linux",
+    metrics_on_lan: bool = False,
 ) -> Iterator[Cluster]:
     """A fresh lab with both daemons (unless start=False) and the echo responders (a rogue
     echo too when the lab has the rogue host); everything removed afterwards. `vips`, `wrap`,
-    `backend`: see Cluster (e.g. [VIP6_CIDR], or [VIP_CIDR, VIP6_CIDR] for both families)."""
+    `backend`, `metrics_on_lan`: see Cluster (e.g. [VIP6_CIDR], or [VIP_CIDR, VIP6_CIDR] for
+    both families)."""
     with Lab(heartbeat_net=heartbeat_net, rogue=rogue) as lab:
         cluster = Cluster(
             lab,
@@ -1311,6 +1329,7 @@ def running_cluster(
             vips=vips,
             wrap=wrap,
             backend=backend,
+            metrics_on_lan=metrics_on_lan,
         )
         try:
             cluster.start_echoes()

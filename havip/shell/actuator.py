@@ -123,7 +123,7 @@ class Actuator:
     def set_owned(self, vip: Vip, owned: bool) -> None:
         """Record what the interface holds, for /status and the metric alike."""
         self.owned[str(vip)] = owned
-        self.metrics.set_vip_owned(str(vip), owned)
+        self.metrics.set_vip_owned(vip.ip, vip.interface, owned)
 
     async def _acquire(self, epoch: int) -> None:
         try:

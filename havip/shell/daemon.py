@@ -33,6 +33,7 @@ from havip.config import Config, ConfigError, TlsFiles, Vip, load_config, witnes
 from havip.core.eligibility import Eligibility
 from havip.core.events import (
     Acquire,
+    Acquired,
     Announce,
     Claimed,
     Conflict,
@@ -43,6 +44,8 @@ from havip.core.events import (
     Handover,
     Isolated,
     LocalHealth,
+    PeerDown,
+    PeerUp,
     Probe,
     ProbeDone,
     ProbePurpose,
@@ -62,6 +65,7 @@ from havip.core.failover import (
 )
 from havip.core.states import Cause, Reason, State
 from havip.shell.actuator import Actuator, Reconcile, Then
+from havip.shell.certinfo import CertInfo, peer_certificate, read_pem_file
 from havip.shell.checks import Checks
 from havip.shell.command import run_command
 from havip.shell.control import (
@@ -93,6 +97,16 @@ ANNOUNCE_INTERVAL = 0.5  # while we own the VIP and the peer link is down
 CONFLICT_GRACE = 0.15
 PROBE_SPACING_MAX = 0.1
 QUIET_LOG_EVERY = 10.0  # repeated vetoes, isolation and conflicts: one line, then a summary
+# Transitions logged as warnings (besides a failover): the node lost the VIP or cannot serve.
+_NOTEWORTHY = frozenset(
+    {
+        Reason.BACKEND_FAILED,
+        Reason.CONFLICT,
+        Reason.HIGHER_EPOCH,
+        Reason.PROBE_ANSWERED,
+        Reason.INELIGIBLE,
+    }
+)
 WAIT_STEP = 0.05  # how often an operator command looks whether its effect happened
 #: What a reload may change; anything else in the file needs a restart (the reload is refused).
 RELOADABLE = frozenset({"path", "tls", "checks", "hooks"})
@@ -160,7 +174,7 @@ class Daemon:
         self.metrics = Metrics(
             node=cfg.node,
             peer=cfg.peer_name,
-            vips=[str(v) for v in cfg.vips],
+            vips=[(v.ip, v.interface) for v in cfg.vips],
             states=[s.value for s in State],
             reasons=[r.value for r in Reason],
             causes=[c.value for c in Cause if c is not Cause.OK],
@@ -185,6 +199,11 @@ class Daemon:
         self._tls_digest = _digest(cfg.tls)
         self._reloading = False
         self._status_sent = ""  # the last STATUS= told to systemd
+        self.certificates: dict[str, list[CertInfo]] = {}  # own, ca, peer: what is in use
+        self._read_certificates(cfg)
+        self.metrics.peer_keepalive_source(self._keepalive_age)
+        self._failure_at: float | None = None  # the failure signal not yet followed by a takeover
+        self._takeover_from: float | None = None  # a failover waiting for its VIP to be up
         self.link = PeerLink(
             cfg,
             self.tls,
@@ -279,6 +298,7 @@ class Daemon:
                     status=self.status,
                     on_bind_error=self._on_metrics_bind_error,
                     on_refused=self.metrics.http_refused,
+                    web_config=cfg.metrics_web_config,
                 )
             )
         await self._start_lan()
@@ -402,6 +422,7 @@ class Daemon:
     def feed(self, ev: Event) -> None:
         """Give one event to the failover machine and dispatch what it decides."""
         self._notice_freeze()
+        self._time_takeover(ev)
         try:
             actions = self.failover.handle(ev, self.loop.time())
         except TransitionError as exc:
@@ -437,6 +458,36 @@ class Daemon:
             self.notifier.status(line)
         self._arm()
 
+    def _read_certificates(self, cfg: Config) -> None:
+        """Our certificate and the CA's, for their expiry in metrics and status (read without
+        `cryptography`: the daemon never loads it)."""
+        for role, path in (("own", cfg.tls.cert), ("ca", cfg.tls.ca)):
+            try:
+                certs = read_pem_file(path)
+            except (OSError, ValueError) as exc:
+                event("certificate_unreadable", str(exc), level=logging.WARNING, role=role)
+                certs = []
+            self._set_certificates(role, certs)
+
+    def _set_certificates(self, role: str, certs: list[CertInfo]) -> None:
+        self.certificates[role] = certs
+        self.metrics.set_certificates(role, certs or None)
+
+    def _time_takeover(self, ev: Event) -> None:
+        """Takeover duration: from the failure signal (the peer link lost) to the VIP up and
+        announced here (Acquired, fed by the actuator after the add and the burst)."""
+        now = self.loop.time()
+        if isinstance(ev, PeerDown) and self._failure_at is None:
+            self._failure_at = now
+        elif isinstance(ev, PeerUp):
+            self._failure_at = None
+            link = self.link.current
+            cert = peer_certificate(link.conn.transport if link is not None else None)
+            self._set_certificates("peer", [cert] if cert is not None else [])
+        elif isinstance(ev, Acquired) and self._takeover_from is not None:
+            self.metrics.observe_takeover(now - self._takeover_from)
+            self._takeover_from = None
+
     def _save_epoch(self) -> None:
         try:
             self.epochs.save(self.failover.epoch)
@@ -463,10 +514,16 @@ class Daemon:
         self.metrics.set_state(tr.to)
         self.metrics.transition(tr.frm, tr.to, tr.reason)
         peer = self.failover.peer
+        failover = tr.to is State.ACTIVE and tr.reason is Reason.PROBE_SILENT
+        failover = failover and self._failure_at is not None
+        if failover:
+            self._takeover_from, self._failure_at = self._failure_at, None
         event(
             "transition",
             tr.sentence,
-            level=logging.WARNING if tr.to in (State.ACTIVE, State.FAULT) else logging.INFO,
+            # A start, a resume or a planned handover is routine; a failover, a fault or
+            # giving the VIP up for a conflict or a broken link is news for the operator.
+            level=logging.WARNING if failover or tr.reason in _NOTEWORTHY else logging.INFO,
             **{"from": tr.frm.value},
             to=tr.to,
             reason=tr.reason,
@@ -477,7 +534,7 @@ class Daemon:
 
     def _on_vetoed(self, action: Vetoed) -> None:
         for vip in self.cfg.vips:
-            self.metrics.takeover_vetoed(str(vip))
+            self.metrics.takeover_vetoed(vip.ip, vip.interface)
         # A crashed daemon on a live host is vetoed every interval: log once, then a summary.
         log, first, count = self._vetoes.due(self.loop.time())
         if log:
@@ -732,6 +789,7 @@ class Daemon:
         if rotated:
             self.tls, self._tls_digest = ctx, digest
             self.link.set_tls(ctx, relink=True)
+            await asyncio.to_thread(self._read_certificates, new)
         if new.checks != old.checks:
             self.checks.replace(new.checks)
         if new.hooks != old.hooks:
@@ -934,6 +992,9 @@ class Daemon:
             "since": self.since_wall,
             "epoch": fo.epoch,
             "owns_vip": fo.owns,
+            "owner": self.cfg.node
+            if fo.owns
+            else (self.cfg.peer_name if peer is not None and peer.owns else None),
             "eligible": eligible,
             "ineligible_cause": None if eligible else cause.value,
             "maintenance": self.in_maintenance,
@@ -965,9 +1026,21 @@ class Daemon:
             "peer_ineligible_cause": peer.cause.value if peer and peer.cause else None,
             "peer_mac": fo.peer_mac,
             "rtt_seconds": self.link.last_rtt,
+            "last_keepalive_age_seconds": self._keepalive_age(),
+            "certificates": {
+                role: _cert_status(self.certificates.get(role, []))
+                for role in ("own", "peer", "ca")
+            },
             "backend": self.backend.name,
             "version": __version__,
         }
+
+    def _keepalive_age(self) -> float | None:
+        """Seconds since the peer last spoke (a HELLO or a keepalive), link up or not: it keeps
+        growing while the peer is gone. None until it has spoken once. Also read by the
+        metrics endpoint's thread (the loop's clock is monotonic and thread-safe)."""
+        heard = self.link.last_heard
+        return None if heard is None else max(0.0, self.loop.time() - heard)
 
     def _waiting(self) -> str | None:
         """Why a node that wants the VIP does not have it, in one sentence (None: not waiting)."""
@@ -1008,6 +1081,14 @@ class Daemon:
         if cause is Cause.CHECK_FAILED:
             return f"{cause}: {', '.join(self.checks.failing())}"
         return str(cause)
+
+
+def _cert_status(certs: Sequence[CertInfo]) -> dict[str, object] | None:
+    """The certificate that expires first (a CA file may hold several), for status."""
+    if not certs:
+        return None
+    first = min(certs, key=lambda c: c.not_after)
+    return {"not_after": first.not_after_timestamp, "subject_cn": first.subject_cn}
 
 
 def _context(cfg: Config) -> ssl.SSLContext:

@@ -3,19 +3,39 @@
 Every known label combination is created at 0 up front, so a dashboard or an alert sees
 the series before the first event. Label values outside the known sets are still counted
 (under their own label), never rejected: a metrics call must not take the daemon down.
+
+The registry also holds prometheus_client's process and platform collectors (`process_*`,
+`python_info`) and never exposes `_created` samples. The README's "Metrics" table documents
+every metric; tests/test_metrics.py checks the two against each other.
 """
 
 from __future__ import annotations
 
+import copy
+import ipaddress
+import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from havip.backends.base import BackendOp
+from havip.core.failover import TRANSITIONS
 from havip.core.wire import ErrorKind
+from havip.shell.certinfo import CertInfo
 from havip.shell.transport import RejectReason
 
 # Text format 0.0.4: what prometheus_client itself serves when the scraper states no
@@ -38,6 +58,9 @@ RTT_BUCKETS: tuple[float, ...] = (
     0.5,
     1.0,
 )
+# From the failure signal to the VIP up and announced: a dead time plus probes, well under 1 s
+# with the default timing; seconds when a fence hook runs first.
+TAKEOVER_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 
 
 class ProbeResult(StrEnum):
@@ -62,55 +85,132 @@ HOOKS = ("notify", "notify_active", "notify_standby", "notify_fault", "notify_st
 OPERATOR_COMMANDS = ("handover", "maintenance_on", "maintenance_off", "reload")
 OPERATOR_RESULTS = ("ok", "refused", "failed")
 RELOAD_RESULTS = ("ok", "refused")
+CERT_ROLES = ("own", "peer", "ca")  # havip_x509_cert_*{role}
+CERT_LABELS = ("role", "subject_CN", "issuer_CN", "serial_number")  # x509-certificate-exporter's
+# Every (from, to, reason) the failover machine allows: havip_transitions_total starts with these.
+TRANSITION_LABELS: tuple[tuple[str, str, str], ...] = tuple(
+    sorted(
+        (str(frm), str(to), str(reason))
+        for (frm, to), reasons in TRANSITIONS.items()
+        for reason in reasons
+    )
+)
 
 
-class _OneHot:
-    """A gauge with one series per value, exactly one of them (or none) at 1."""
+def vip_label(address: object) -> str:
+    """The `vip` label of an address: bare, without a prefix length ("198.18.0.100")."""
+    text = str(address)
+    if "/" not in text:
+        return text
+    try:
+        return str(ipaddress.ip_interface(text).ip)
+    except ValueError:
+        return text.partition("/")[0]  # not an address: keep the label readable anyway
 
-    def __init__(self, gauge: Gauge, values: Iterable[str]) -> None:
-        self._gauge = gauge
-        self._known: list[str] = []
+
+class _Registry(CollectorRegistry):
+    """A registry that never exposes `_created` samples.
+
+    They would be a third of the series (one per counter and histogram child), and no rule or
+    dashboard reads them. prometheus_client's `disable_created_metrics()` is process-wide;
+    filtering here keeps other registries in the process as they are. Both ways of collecting
+    (everything, or `?name[]=` through `restricted_registry`) are filtered.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        return _without_created(super().collect())
+
+    def restricted_registry(self, names: Iterable[str]) -> _Restricted:  # type: ignore[override]
+        return _Restricted(super().restricted_registry(names))
+
+
+class _Restricted:
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterator[Metric]:
+        return _without_created(self._inner.collect())  # type: ignore[attr-defined]
+
+
+_HAS_CREATED = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+
+
+def _without_created(families: Iterable[Metric]) -> Iterator[Metric]:
+    for family in families:
+        if family.type in _HAS_CREATED:
+            created = (family.name + "_created", family.name + "_gcreated")
+            family = copy.copy(family)
+            family.samples = [s for s in family.samples if s.name not in created]
+        yield family
+
+
+class _OneHot(Collector):
+    """A gauge family with one series per value, exactly one of them (or none) at 1.
+
+    A collector rather than a Gauge, so that a scrape (possibly from another thread) reads
+    the selection in one step: never two series at 1, nor none, halfway through a change.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        values: Iterable[str],
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._label = label
+        self._known: dict[str, None] = dict.fromkeys(str(v) for v in values)
         self._current: str | None = None
         self._lock = threading.Lock()
-        for value in values:
-            self._add(str(value))
-
-    def _add(self, value: str) -> None:
-        if value not in self._known:
-            self._known.append(value)
-            self._gauge.labels(value).set(0)
+        registry.register(self)
 
     def select(self, value: str | None) -> None:
-        # Called for every keepalive: touch only the two series that change, and only on change.
-        # The lock keeps a concurrent pair of calls from leaving two series at 1.
+        # Called for every keepalive: cheap, and a no-op when nothing changes.
+        value = None if value is None else str(value)
         with self._lock:
-            value = None if value is None else str(value)
-            if value == self._current:
-                return
-            if value is not None:
-                self._add(value)
-                self._gauge.labels(value).set(1)
-            if self._current is not None:
-                self._gauge.labels(self._current).set(0)
+            if value is not None and value not in self._known:
+                self._known[value] = None
             self._current = value
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self._name, self._documentation, labels=[self._label])]
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            known, current = list(self._known), self._current
+        family = GaugeMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value in known:
+            family.add_metric([value], 1.0 if value == current else 0.0)
+        return [family]
 
 
 class Metrics:
-    """All of havip's metrics, registered in a private `CollectorRegistry`."""
+    """All of havip's metrics, registered in a private `CollectorRegistry`.
+
+    `vips` are (address, interface) pairs; an address may carry its prefix length
+    ("198.18.0.100/24"): the `vip` label is always the bare address (`vip_label`).
+    """
 
     def __init__(
         self,
         *,
         node: str,
         peer: str,
-        vips: Sequence[str],
+        vips: Iterable[tuple[object, str]],
         states: Sequence[str],
         reasons: Sequence[str],
         version: str,
         causes: Sequence[str] = (),
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry: CollectorRegistry = _Registry(auto_describe=True)
         reg = self.registry
+        vip_pairs = [(vip_label(address), str(interface)) for address, interface in vips]
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
         # Transitions are created lazily; kept for documentation of the known reason codes.
         self.reasons: tuple[str, ...] = tuple(str(r) for r in reasons)
 
@@ -120,22 +220,20 @@ class Metrics:
         self._build_info.info({"version": version, "node": node, "peer": peer})
 
         self._state = _OneHot(
-            Gauge(
-                "havip_state",
-                "Failover state of this node: 1 on the current state, 0 on the others.",
-                ["state"],
-                registry=reg,
-            ),
+            "havip_state",
+            "Failover state of this node: 1 on the current state, 0 on the others.",
+            "state",
             states,
+            registry=reg,
         )
         self._vip_owned = Gauge(
             "havip_vip_owned",
             "1 if this node holds the VIP on its interface, else 0.",
-            ["vip"],
+            ["vip", "interface"],
             registry=reg,
         )
-        for vip in vips:
-            self._vip_owned.labels(str(vip)).set(0)
+        for vip, interface in vip_pairs:
+            self._vip_owned.labels(vip, interface).set(0)
 
         self._peer_connected = Gauge(
             "havip_peer_connected",
@@ -143,13 +241,11 @@ class Metrics:
             registry=reg,
         )
         self._peer_state = _OneHot(
-            Gauge(
-                "havip_peer_state",
-                "State the peer last reported: 1 on that state; all 0 when unknown.",
-                ["state"],
-                registry=reg,
-            ),
+            "havip_peer_state",
+            "State the peer last reported: 1 on that state; all 0 when unknown.",
+            "state",
             states,
+            registry=reg,
         )
         self._epoch = Gauge(
             "havip_epoch", "Ownership epoch this node currently knows.", registry=reg
@@ -172,6 +268,19 @@ class Metrics:
             buckets=RTT_BUCKETS,
             registry=reg,
         )
+        self._ka_source: Callable[[], float | None] = lambda: None
+        self._ka_age = Gauge(
+            "havip_peer_last_keepalive_age_seconds",
+            "Seconds since the last keepalive (or HELLO) from the peer; NaN before the first.",
+            registry=reg,
+        )
+        self._ka_age.set_function(self._keepalive_age)
+        self._takeover = Histogram(
+            "havip_takeover_duration_seconds",
+            "Failovers: from the failure signal to the VIP up and announced on this node.",
+            buckets=TAKEOVER_BUCKETS,
+            registry=reg,
+        )
 
         self._transitions = Counter(
             "havip_transitions",
@@ -179,6 +288,8 @@ class Metrics:
             ["from", "to", "reason"],
             registry=reg,
         )
+        for labels in TRANSITION_LABELS:
+            self._transitions.labels(*labels)
         self._last_transition = Gauge(
             "havip_last_transition_timestamp_seconds",
             "Wall-clock time (Unix seconds) of this node's last state transition; 0 if none.",
@@ -217,10 +328,11 @@ class Metrics:
         self._vetoed = Counter(
             "havip_takeovers_vetoed",
             "Takeovers not done because the VIP still answered on the LAN.",
-            ["vip"],
+            ["vip", "interface"],
             registry=reg,
         )
-        _precreate(self._vetoed, vips)
+        for vip, interface in vip_pairs:
+            self._vetoed.labels(vip, interface)
 
         self._backend_errors = Counter(
             "havip_backend_errors",
@@ -238,18 +350,17 @@ class Metrics:
 
         self._eligible = Gauge(
             "havip_eligible",
-            "1 if this node may hold the VIP (VIP links up, a witness heard), else 0.",
+            "1 if this node may hold the VIP (links up, a witness heard, checks pass, no "
+            "maintenance), else 0.",
             registry=reg,
         )
         self._eligible.set(1)
         self._ineligible_cause = _OneHot(
-            Gauge(
-                "havip_ineligible_cause",
-                "Why this node is not eligible: 1 on the cause; all 0 while eligible.",
-                ["cause"],
-                registry=reg,
-            ),
+            "havip_ineligible_cause",
+            "Why this node is not eligible: 1 on the cause; all 0 while eligible.",
+            "cause",
             causes,
+            registry=reg,
         )
         self._peer_eligible = Gauge(
             "havip_peer_eligible",
@@ -366,14 +477,31 @@ class Metrics:
             registry=reg,
         )
 
+        # Certificates: series appear once a role's certificate is known (`set_certificates`).
+        self._cert_not_after = Gauge(
+            "havip_x509_cert_not_after",
+            "Certificate expiry (Unix seconds), by role: own, peer (as last seen), ca.",
+            list(CERT_LABELS),
+            registry=reg,
+        )
+        self._cert_not_before = Gauge(
+            "havip_x509_cert_not_before",
+            "Certificate start of validity (Unix seconds), by role: own, peer, ca.",
+            list(CERT_LABELS),
+            registry=reg,
+        )
+        self._certs: dict[str, list[tuple[str, str, str, str]]] = {}
+        self._certs_lock = threading.Lock()
+
     # -- gauges -----------------------------------------------------------------------------
 
     def set_state(self, state: str) -> None:
         """Make `state` this node's one current state."""
         self._state.select(state)
 
-    def set_vip_owned(self, vip: str, owned: bool) -> None:
-        self._vip_owned.labels(str(vip)).set(1 if owned else 0)
+    def set_vip_owned(self, vip: object, interface: str, owned: bool) -> None:
+        """Whether this node holds `vip` (an address, with or without prefix) on `interface`."""
+        self._vip_owned.labels(vip_label(vip), str(interface)).set(1 if owned else 0)
 
     def set_peer_connected(self, up: bool) -> None:
         self._peer_connected.set(1 if up else 0)
@@ -410,6 +538,22 @@ class Metrics:
     def observe_rtt(self, seconds: float) -> None:
         self._rtt.observe(seconds)
 
+    def peer_keepalive_source(self, fn: Callable[[], float | None]) -> None:
+        """`fn` gives the age in seconds of the peer's last keepalive, or None if none came
+        yet (exposed as NaN). Called at every scrape, possibly from another thread."""
+        self._ka_source = fn
+
+    def _keepalive_age(self) -> float:
+        try:
+            age = self._ka_source()
+        except Exception:  # a scrape must not fail for one gauge: NaN says "unknown"
+            return math.nan
+        return math.nan if age is None else float(age)
+
+    def observe_takeover(self, seconds: float) -> None:
+        """One failover: seconds from the failure signal to the VIP up and announced."""
+        self._takeover.observe(seconds)
+
     # -- events -----------------------------------------------------------------------------
 
     def transition(self, frm: str, to: str, reason: str, *, now: float | None = None) -> None:
@@ -439,8 +583,9 @@ class Metrics:
     def metrics_bind_error(self) -> None:
         self._metrics_bind_errors.inc()
 
-    def takeover_vetoed(self, vip: str) -> None:
-        self._vetoed.labels(str(vip)).inc()
+    def takeover_vetoed(self, vip: object, interface: str) -> None:
+        """A takeover of `vip` on `interface` was not done: the VIP still answered."""
+        self._vetoed.labels(vip_label(vip), str(interface)).inc()
 
     def backend_error(self, op: str) -> None:
         self._backend_errors.labels(str(op)).inc()
@@ -516,6 +661,31 @@ class Metrics:
         self._reloads.labels("ok" if ok else "refused").inc()
         if ok:
             self._last_reload_ok.set(time.time() if now is None else now)
+
+    # -- certificates ---------------------------------------------------------------------------
+
+    def set_certificates(self, role: str, cert: CertInfo | Iterable[CertInfo] | None) -> None:
+        """The certificate(s) now in use for `role` (own, peer, ca: a CA file may hold several);
+        they replace the role's earlier series. None removes the role's series."""
+        if cert is None:
+            certs: list[CertInfo] = []
+        elif isinstance(cert, CertInfo):
+            certs = [cert]
+        else:
+            certs = list(cert)
+        role = str(role)
+        with self._certs_lock:
+            for labels in self._certs.pop(role, []):
+                self._cert_not_after.remove(*labels)
+                self._cert_not_before.remove(*labels)
+            added: dict[tuple[str, str, str, str], None] = {}  # a bundle may repeat one
+            for c in certs:
+                labels = (role, c.subject_cn, c.issuer_cn, str(c.serial_number))
+                self._cert_not_after.labels(*labels).set(c.not_after_timestamp)
+                self._cert_not_before.labels(*labels).set(c.not_before_timestamp)
+                added[labels] = None
+            if added:
+                self._certs[role] = list(added)
 
     # -- exposition -------------------------------------------------------------------------
 

@@ -146,6 +146,7 @@ class PeerLink:
         self._refusals = _Quiet(self.loop, "peer_refused")  # refused after (CLOSE, bad input)
         self._unreachable = _Quiet(self.loop, "peer_unreachable")  # the standby cannot connect
         self.last_rtt: float | None = None
+        self.last_heard: float | None = None  # loop time of the peer's last HELLO or keepalive
         self._peer_status_seen: PeerStatus | None = None
         self._listener: Listener | None = None
         self.stopping = False
@@ -398,6 +399,7 @@ class PeerLink:
                 if old is not None:
                     old.conn.close()
             link.up, link.up_at = True, self.loop.time()
+            self.last_heard = link.up_at
             self._peer_status_seen = ev.status
             self.metrics.peer_connected_event()
             self.metrics.set_peer_connected(True)
@@ -414,6 +416,7 @@ class PeerLink:
             )
             self._feed(PeerUp(status=ev.status, mac=ev.mac))
         elif isinstance(ev, PeerUpdate):
+            self.last_heard = self.loop.time()
             self.metrics.keepalive_received()
             if ev.rtt is not None:
                 self.last_rtt = ev.rtt
