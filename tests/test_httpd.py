@@ -753,3 +753,21 @@ def test_serve_metrics_with_a_web_config(tmp_path: Path) -> None:
             await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_an_idle_endpoint_runs_no_thread_and_wakes_nothing() -> None:
+    """Idle CPU is wake-ups: accepting is an event-loop reader (no polling accept thread), and
+    each connection gets a thread only while it lives."""
+    import threading
+
+    async def main() -> None:
+        before = threading.active_count()
+        async with running() as (server, _m):
+            await asyncio.sleep(0.05)
+            assert threading.active_count() == before
+            reply = await get(server.port, "/healthz")
+            assert reply.code == 200
+            await asyncio.sleep(0.05)
+            assert threading.active_count() == before  # the connection's thread ended
+
+    asyncio.run(main())

@@ -51,7 +51,6 @@ LINGER_BYTES = 64 * 1024
 MAX_CONNECTIONS = 16  # served at once, one thread each
 BIND_RETRY = 5.0  # seconds between attempts to bind a busy metrics port
 STATUS_TIMEOUT = 2.0  # seconds to wait for the event loop to build /status
-POLL = 0.1  # seconds: how often the accept loop looks at deadlines and at a stop request
 PATHS = ("/metrics", "/status", "/healthz")
 
 _TEXT = "text/plain; charset=utf-8"
@@ -132,11 +131,11 @@ class _Writer(io.RawIOBase):
 
 
 class _Conn:
-    """One accepted connection: its socket (TLS once wrapped) and hard deadline."""
+    """One accepted connection: its socket, replaced by the TLS one once wrapped (its hard
+    deadline is a loop timer: `_Server._expire`)."""
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.deadline = deadline
 
 
 class _Handler(MetricsHandler):
@@ -339,8 +338,12 @@ class _Server(ThreadingHTTPServer):
             admit = not self.stopping and len(self.conns) < self.max_connections
             if admit:
                 # handshake + head, response, linger: each bounded by timeout
-                conn = _Conn(request, time.monotonic() + 3 * self.timeout_s)
+                conn = _Conn(request)
                 self.conns[request] = conn
+        if admit:
+            # The hard deadline is a loop timer, armed only while the connection lives: an idle
+            # endpoint costs no wake-up at all.
+            self.loop.call_later(3 * self.timeout_s, self._expire, request)
         if not admit:
             # Closed unread, with a reset: every open connection costs a descriptor and a
             # thread, and the daemon's probes and peer link need theirs.
@@ -377,13 +380,26 @@ class _Server(ThreadingHTTPServer):
             if request in self.conns:
                 self.conns[request].sock = sock
 
-    def service_actions(self) -> None:
-        """Run by the accept loop every POLL: end connections past their hard deadline."""
-        now = time.monotonic()
+    def accept_ready(self) -> None:
+        """The listening socket is readable (an event-loop reader): accept what is waiting
+        and hand each connection to its own thread."""
+        for _ in range(self.request_queue_size):  # bounded: a flood cannot hold the loop
+            try:
+                request, client_address = self.get_request()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: the next readiness retries
+                log.warning("http: cannot accept: %s", exc)
+                return
+            request.setblocking(True)  # the handler thread blocks, with its own timeouts
+            self.process_request(request, client_address)
+
+    def _expire(self, request: socket.socket) -> None:
+        """The connection's hard deadline passed: end it if it is still open."""
         with self.lock:
-            late = [c.sock for c in self.conns.values() if c.deadline <= now]
-        for sock in late:
-            _kill(sock)
+            conn = self.conns.get(request)
+        if conn is not None:
+            _kill(conn.sock)
 
     def stop_connections(self) -> None:
         with self.lock:
@@ -430,13 +446,12 @@ class MetricsServer:
     def __init__(self, httpd: _Server) -> None:
         self._httpd = httpd
         self.sockets = [httpd.socket]
-        self._closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._closed = self._loop.create_future()
         self._closing = False
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": POLL}, daemon=True
-        )
-        self._thread.name = "havip-http-accept"
-        self._thread.start()
+        # Accepting is an event-loop reader, not a polling thread: no wake-up while idle.
+        httpd.socket.setblocking(False)
+        self._loop.add_reader(httpd.socket.fileno(), httpd.accept_ready)
 
     @property
     def port(self) -> int:
@@ -448,16 +463,11 @@ class MetricsServer:
         if self._closing:
             return
         self._closing = True
-        loop = self._closed.get_loop()
-
-        def stop() -> None:
-            self._httpd.stop_connections()
-            self._httpd.shutdown()  # waits for the accept loop (at most POLL)
-            self._httpd.server_close()
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, self._closed)
-
-        threading.Thread(target=stop, name="havip-http-stop", daemon=True).start()
+        with contextlib.suppress(ValueError, OSError):  # already gone with a closed loop
+            self._loop.remove_reader(self._httpd.socket.fileno())
+        self._httpd.stop_connections()
+        self._httpd.server_close()
+        _resolve(self._closed)
 
     async def wait_closed(self) -> None:
         """Wait until the listening socket is closed (after `close`)."""
