@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
-import json
 import math
 import os
 import platform
@@ -14,7 +12,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -28,9 +25,7 @@ from havip.core.failover import TRANSITIONS
 from havip.core.states import Cause
 from havip.core.wire import ErrorKind
 from havip.shell.certinfo import CertInfo, read_pem_file
-from havip.shell.httpd import MAX_HEAD, start_http
 from havip.shell.metrics import (
-    CONTENT_TYPE,
     HOOKS,
     OPERATOR_COMMANDS,
     RTT_BUCKETS,
@@ -739,191 +734,3 @@ def test_promtool_check_metrics_is_clean() -> None:
         timeout=30 * SCALE,
     )
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
-
-
-# -- HTTP ------------------------------------------------------------------------------------
-
-STATUS = {"node": "n1", "state": "active", "epoch": 3, "vips": {"198.18.0.100/24": True}}
-
-
-class Response:
-    def __init__(self, raw: bytes) -> None:
-        head, _, self.body = raw.partition(b"\r\n\r\n")
-        lines = head.decode("ascii").split("\r\n")
-        self.code = int(lines[0].split(" ")[1]) if lines[0] else 0
-        self.headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
-
-
-async def exchange(port: int, data: bytes, *, eof: bool = False) -> Response:
-    """Send raw bytes, then read until the server closes (bounded by WAIT)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        if eof:
-            writer.write_eof()
-        await writer.drain()
-        async with asyncio.timeout(WAIT):
-            raw = await reader.read()  # to EOF: the server must close the connection
-        return Response(raw)
-    finally:
-        writer.close()
-
-
-async def get(port: int, path: str, method: str = "GET") -> Response:
-    return await exchange(port, f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-
-
-def run_server(
-    body: Callable[[int, Metrics], Awaitable[None]],
-    *,
-    status: Callable[[], Mapping[str, object]] = lambda: STATUS,
-    timeout: float = 5.0,
-) -> None:
-    async def main() -> None:
-        m = make_metrics()
-        server = await start_http("127.0.0.1", 0, metrics=m, status=status, timeout=timeout)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            await body(port, m)
-            still = await get(port, "/healthz")  # and it keeps serving afterwards
-            assert (still.code, still.body) == (200, b"ok\n")
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    asyncio.run(main())
-
-
-def test_http_routes() -> None:
-    async def body(port: int, m: Metrics) -> None:
-        m.set_state("active")
-        r = await get(port, "/metrics")
-        assert r.code == 200
-        assert r.headers["content-type"] == CONTENT_TYPE
-        assert r.headers["connection"] == "close"
-        assert int(r.headers["content-length"]) == len(r.body)
-        names = {f.name for f in text_string_to_metric_families(r.body.decode())}
-        assert "havip_state" in names
-        assert b'havip_state{state="active"} 1.0' in r.body
-
-        r = await get(port, "/status")
-        assert r.code == 200
-        assert r.headers["content-type"] == "application/json"
-        assert r.body == (json.dumps(STATUS, sort_keys=True, indent=2) + "\n").encode()
-
-        r = await get(port, "/healthz")
-        assert (r.code, r.body) == (200, b"ok\n")
-
-        r = await get(port, "/metrics?name=x")
-        assert r.code == 200
-
-        r = await get(port, "http://127.0.0.1/healthz")  # absolute-form
-        assert (r.code, r.body) == (200, b"ok\n")
-
-        r = await get(port, "/nope")
-        assert r.code == 404
-        assert r.headers["connection"] == "close"
-
-        r = await get(port, "/healthz", method="HEAD")
-        assert (r.code, r.body, r.headers["content-length"]) == (200, b"", "3")
-
-        for method in ("POST", "PUT", "DELETE"):
-            r = await exchange(
-                port,
-                f"{method} /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello".encode(),
-            )
-            assert r.code == 405
-            assert r.headers["allow"] == "GET, HEAD"
-
-    run_server(body)
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"hello\r\n\r\n",
-        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n",  # a TLS ClientHello, roughly
-        b"GET /metrics HTTP/9.9\r\n\r\n",
-        b"GET /metrics\r\n\r\n",
-        b"GET  /metrics HTTP/1.1\r\n\r\n",
-        b"get /metrics HTTP/1.1\r\n\r\n",
-        b"GET metrics HTTP/1.1\r\n\r\n",
-        b"OPTIONS * HTTP/1.1\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\nX-A: \xff\r\n\r\n",
-        b"\r\n",
-    ],
-)
-def test_malformed_request_gets_400(data: bytes) -> None:
-    async def body(port: int, m: Metrics) -> None:
-        r = await exchange(port, data)
-        assert r.code == 400
-        assert r.headers["connection"] == "close"
-
-    run_server(body)
-
-
-def test_request_cut_short_gets_400_or_nothing() -> None:
-    async def body(port: int, m: Metrics) -> None:
-        r = await exchange(port, b"GET /met", eof=True)
-        assert r.code in (0, 400)
-
-    run_server(body)
-
-
-def test_bare_lf_line_endings_are_accepted() -> None:
-    async def body(port: int, m: Metrics) -> None:
-        r = await exchange(port, b"GET /healthz HTTP/1.0\nHost: x\n\n")
-        assert (r.code, r.body) == (200, b"ok\n")
-
-    run_server(body)
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * MAX_HEAD + b"\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\n" + b"X-Small: 1\r\n" * (MAX_HEAD // 12 + 1) + b"\r\n",
-        b"G" * (3 * MAX_HEAD),  # no newline at all
-    ],
-    ids=["one-long-line", "many-lines", "no-newline"],
-)
-def test_oversized_head_is_refused(data: bytes) -> None:
-    async def body(port: int, m: Metrics) -> None:
-        r = await exchange(port, data)
-        assert r.code in (400, 431)
-
-    run_server(body)
-
-
-def test_slow_client_times_out() -> None:
-    timeout = 0.2 * SCALE
-
-    async def body(port: int, m: Metrics) -> None:
-        r = await exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finishes
-        assert r.code == 408
-        r = await exchange(port, b"")  # says nothing at all
-        assert r.code == 408
-
-    run_server(body, timeout=timeout)
-
-
-def test_status_that_raises_gives_500() -> None:
-    def broken() -> Mapping[str, object]:
-        raise RuntimeError("boom")
-
-    async def body(port: int, m: Metrics) -> None:
-        r = await get(port, "/status")
-        assert r.code == 500
-        assert (await get(port, "/metrics")).code == 200
-
-    run_server(body, status=broken)
-
-
-def test_many_clients_at_once() -> None:
-    # 16 is the connection limit (tests/test_httpd.py shows the 17th is refused).
-    async def body(port: int, m: Metrics) -> None:
-        results = await asyncio.gather(*(get(port, "/metrics") for _ in range(16)))
-        assert {r.code for r in results} == {200}
-
-    run_server(body)
