@@ -19,17 +19,13 @@ import logging
 import math
 import os
 import signal
-import ssl
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import fields
-from hashlib import sha256
 from ipaddress import IPv4Address, IPv6Address
 
 from havip import __version__
 from havip.backends.base import Backend, LinkState
-from havip.config import Config, ConfigError, TlsFiles, Vip, load_config, witness_plan
+from havip.config import Config, Vip, witness_plan
 from havip.core.eligibility import Eligibility
 from havip.core.events import (
     Acquire,
@@ -67,7 +63,6 @@ from havip.core.states import Cause, Reason, State
 from havip.shell.actuator import Actuator, Reconcile, Then
 from havip.shell.certinfo import CertInfo, peer_certificate, read_pem_file
 from havip.shell.checks import Checks
-from havip.shell.command import run_command
 from havip.shell.control import (
     HANDOVER_WAIT,
     RELOAD_WAIT,
@@ -84,8 +79,8 @@ from havip.shell.logs import event
 from havip.shell.maintenance import MaintenanceSwitch
 from havip.shell.metrics import ConflictKind, Metrics, ProbeResult
 from havip.shell.peerlink import PeerLink
+from havip.shell.reload import ReloadRefused, prepare_reload, tls_context, tls_digest
 from havip.shell.sdnotify import Notifier
-from havip.shell.transport import client_context, server_context
 
 RECONCILE_EVERY = 5.0
 CHECK_EVERY = 1.0  # witness checks (and, while we own the VIP, a probe for third hosts)
@@ -108,8 +103,6 @@ _NOTEWORTHY = frozenset(
     }
 )
 WAIT_STEP = 0.05  # how often an operator command looks whether its effect happened
-#: What a reload may change; anything else in the file needs a restart (the reload is refused).
-RELOADABLE = frozenset({"path", "tls", "checks", "hooks"})
 
 
 class _Summary:
@@ -195,8 +188,8 @@ class Daemon:
         )
         self.boot_id = os.urandom(16)
         # Built once: a bad certificate or key stops the daemon at start, not at the first peer.
-        self.tls = _context(cfg)
-        self._tls_digest = _digest(cfg.tls)
+        self.tls = tls_context(cfg)
+        self._tls_digest = tls_digest(cfg.tls)
         self._reloading = False
         self._status_sent = ""  # the last STATUS= told to systemd
         self.certificates: dict[str, list[CertInfo]] = {}  # own, ca, peer: what is in use
@@ -748,64 +741,29 @@ class Daemon:
             self.notifier.reloaded()
 
     async def _reload(self, source: str) -> Reply:
-        path = self.cfg.path
-        # The same checks as check-config, in a child process: they load `cryptography`,
-        # which the daemon itself never does.
-        check = await run_command(
-            [sys.executable, "-m", "havip", "check-config", "--config", str(path)],
-            timeout=RELOAD_WAIT,
-        )
-        if not check.ok:
-            lines = [
-                line.removeprefix("havip: ")
-                for line in check.output.splitlines()
-                if line.strip() and not line.startswith("havip: warning:")
-            ]
-            first = lines[0] if lines else check.describe()
-            more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
-            raise CommandRefused(first + more)
         try:
-            new = await asyncio.to_thread(load_config, path)
-        except ConfigError as exc:  # changed again since the check
-            raise CommandRefused(exc.errors[0]) from None
-        fixed = [
-            f.name
-            for f in fields(new)
-            if f.name not in RELOADABLE and getattr(new, f.name) != getattr(self.cfg, f.name)
-        ]
-        if fixed:
-            raise CommandRefused(f"{path}: {', '.join(fixed)} changed: restart havip to apply")
-        digest = await asyncio.to_thread(_digest, new.tls)
-        rotated = digest != self._tls_digest
-        ctx = self.tls
-        if rotated:
-            try:
-                ctx = await asyncio.to_thread(_context, new)
-            except (OSError, ssl.SSLError) as exc:
-                raise CommandRefused(f"{path}: tls: {exc}") from None
-        old = self.cfg
+            plan = await prepare_reload(self.cfg, self._tls_digest, timeout=RELOAD_WAIT)
+        except ReloadRefused as exc:
+            raise CommandRefused(str(exc)) from None
+        new = plan.config
         self.cfg = new
         self.link.cfg = new
-        if rotated:
-            self.tls, self._tls_digest = ctx, digest
-            self.link.set_tls(ctx, relink=True)
+        if plan.tls is not None:
+            self.tls, self._tls_digest = plan.tls, plan.tls_digest
+            self.link.set_tls(plan.tls, relink=True)
             await asyncio.to_thread(self._read_certificates, new)
-        if new.checks != old.checks:
+        if plan.checks_changed:
             self.checks.replace(new.checks)
-        if new.hooks != old.hooks:
+        if plan.hooks_changed:
             self.hooks.replace(new.hooks)
             self.failover.fence = new.hooks.fence is not None
             self.failover.fence_required = new.hooks.fence_required
         self.metrics.config_reloaded(True)
         self.metrics.operator_command("reload", "ok")
-        changes = [
-            *(["certificates"] if rotated else []),
-            *(["checks"] if new.checks != old.checks else []),
-            *(["hooks"] if new.hooks != old.hooks else []),
-        ]
-        what = ", ".join(changes) or "nothing changed"
-        event("reloaded", what, source=source, tls="rotated" if rotated else "unchanged")
-        return {"message": f"reloaded {path}: {what}"}
+        what = ", ".join(plan.changes()) or "nothing changed"
+        rotated = "rotated" if plan.tls is not None else "unchanged"
+        event("reloaded", what, source=source, tls=rotated)
+        return {"message": f"reloaded {new.path}: {what}"}
 
     async def _probe(self, probe: Probe) -> None:
         assert self.lan is not None
@@ -1089,22 +1047,6 @@ def _cert_status(certs: Sequence[CertInfo]) -> dict[str, object] | None:
         return None
     first = min(certs, key=lambda c: c.not_after)
     return {"not_after": first.not_after_timestamp, "subject_cn": first.subject_cn}
-
-
-def _context(cfg: Config) -> ssl.SSLContext:
-    return server_context(cfg.tls) if cfg.is_primary else client_context(cfg.tls)
-
-
-def _digest(tls: TlsFiles) -> bytes:
-    """What the certificate files hold now (a reload rotates only when this changed)."""
-    h = sha256()
-    for file in (tls.ca, tls.cert, tls.key):
-        h.update(str(file).encode() + b"\0")
-        try:
-            h.update(file.read_bytes())
-        except OSError as exc:
-            h.update(f"unreadable: {exc}".encode())
-    return h.digest()
 
 
 def _link_text(state: LinkState) -> str:
