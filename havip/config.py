@@ -136,15 +136,21 @@ class Hooks:
     fence_timeout: float = 30.0
     fence_required: bool = False  # no successful fence, no takeover (after a failure signal)
 
-    def for_state(self, state: str) -> tuple[tuple[str, ...], ...]:
-        """The notify commands to run on entering `state`, in order (specific, then generic)."""
+    def named_for_state(self, state: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(hook key, argv) of the notify commands to run on entering `state`, in order:
+        the state's own `notify_<state>`, then the generic `notify`."""
         specific = {
             "active": self.notify_active,
             "standby": self.notify_standby,
             "fault": self.notify_fault,
             "stopped": self.notify_stopped,
         }.get(state)
-        return tuple(argv for argv in (specific, self.notify) if argv)
+        named = ((f"notify_{state}", specific), ("notify", self.notify))
+        return tuple((key, argv) for key, argv in named if argv)
+
+    def for_state(self, state: str) -> tuple[tuple[str, ...], ...]:
+        """The notify commands to run on entering `state`, in order (specific, then generic)."""
+        return tuple(argv for _, argv in self.named_for_state(state))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -445,10 +445,11 @@ class Daemon:
         if fo.state is not State.ACTIVE:
             # Adopting a higher epoch from the peer must be durable too.
             self._save_epoch()
-        line = self._status_line()
-        if line != self._status_sent:
-            self._status_sent = line
-            self.notifier.status(line)
+        if self.notifier.enabled:  # not under systemd: no string to build on every event
+            line = self._status_line()
+            if line != self._status_sent:
+                self._status_sent = line
+                self.notifier.status(line)
         self._arm()
 
     def _read_certificates(self, cfg: Config) -> None:

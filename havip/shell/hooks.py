@@ -26,7 +26,6 @@ from havip.shell.logs import event
 from havip.shell.metrics import Metrics
 
 QUEUE_LIMIT = 64  # notify hooks waiting; beyond this the oldest waiting one is dropped
-SPECIFIC = ("active", "standby", "fault", "stopped")  # states with a notify_<state> hook
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,13 +39,7 @@ class _Job:
 
 def notify_commands(hooks: Hooks, state: str) -> list[tuple[str, tuple[str, ...]]]:
     """(hook name, argv) to run on entering `state`, in order: `hooks.for_state(state)`, named."""
-    named: list[tuple[str, tuple[str, ...]]] = []
-    specific = getattr(hooks, f"notify_{state}", None) if state in SPECIFIC else None
-    if specific:
-        named.append((f"notify_{state}", specific))
-    if hooks.notify:
-        named.append(("notify", hooks.notify))
-    return named
+    return list(hooks.named_for_state(state))
 
 
 class HookRunner:
